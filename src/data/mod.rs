@@ -1,0 +1,6 @@
+//! Data on disk: readers that turn dataset files into in-memory samples.
+//!
+//! `idx` reads MNIST in the IDX format (gzipped or raw) into a [`idx::Dataset`]. Readers check
+//! every size against the file before allocating and report problems as `IdxError`, never panic.
+
+pub mod idx;

@@ -1,0 +1,279 @@
+//! Classification (forward-forward.md §2): by goodness — try every label, add up the scored
+//! layers' evidence `(G − θ)/T`, take the argmax — or by a linear softmax head on the normalised
+//! activities of the scored layers under a neutral label. Both give per-class scores and
+//! probabilities.
+
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+
+use crate::ff::error::FfError;
+use crate::ff::kernel;
+use crate::ff::network::{LabelInput, Model, Workspace};
+
+/// How a model turns a sample into a class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Classifier {
+    /// One pass per candidate label; the label with the most goodness wins (the paper's method).
+    #[default]
+    Goodness,
+    /// One pass with a neutral label through a linear softmax head.
+    Softmax,
+}
+
+/// The result of classifying one sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// The predicted class.
+    pub label: usize,
+    /// Per-class probabilities (sum to 1).
+    pub probabilities: Vec<f32>,
+    /// Per-class scores: summed goodness logits, or the head's logits.
+    pub scores: Vec<f32>,
+}
+
+/// A linear softmax classifier on FF activities, trained with its own cross-entropy gradient;
+/// that gradient stops at the head and never reaches the FF layers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoftmaxHead {
+    pub(crate) weight: Array2<f32>,
+    pub(crate) bias: Array1<f32>,
+}
+
+impl SoftmaxHead {
+    /// A zero-initialised head (`[classes, inputs]`): uniform predictions until trained.
+    pub fn new(classes: usize, inputs: usize) -> Self {
+        Self {
+            weight: Array2::zeros((classes, inputs)),
+            bias: Array1::zeros(classes),
+        }
+    }
+
+    pub(crate) fn from_parts(weight: Array2<f32>, bias: Array1<f32>) -> Self {
+        Self { weight, bias }
+    }
+
+    /// The weights, `[classes, inputs]`.
+    pub fn weight(&self) -> &Array2<f32> {
+        &self.weight
+    }
+
+    /// The biases, `[classes]`.
+    pub fn bias(&self) -> &Array1<f32> {
+        &self.bias
+    }
+
+    /// `logits = W x + b`.
+    pub(crate) fn logits(&self, x: &[f32], out: &mut [f32]) {
+        let n = self.weight.ncols();
+        let w = self
+            .weight
+            .as_slice()
+            .expect("head weights are kept in standard layout");
+        for (c, o) in out.iter_mut().enumerate() {
+            *o = kernel::dot(&w[c * n..(c + 1) * n], x) + self.bias[c];
+        }
+    }
+
+    /// One cross-entropy SGD step on `(x, label)`; `probs` holds the softmax of the logits and
+    /// is overwritten. Returns the loss `−log p[label]`.
+    pub(crate) fn train_step(
+        &mut self,
+        x: &[f32],
+        label: usize,
+        lr: f32,
+        probs: &mut [f32],
+    ) -> f32 {
+        self.logits(x, probs);
+        softmax_in_place(probs);
+        let loss = -probs[label].max(1e-12).ln();
+        let n = self.weight.ncols();
+        let w = self
+            .weight
+            .as_slice_mut()
+            .expect("head weights are kept in standard layout");
+        for (c, &p) in probs.iter().enumerate() {
+            let d = p - if c == label { 1.0 } else { 0.0 };
+            kernel::update_row1(&mut w[c * n..(c + 1) * n], 1.0, lr * d, x);
+            self.bias[c] -= lr * d;
+        }
+        loss
+    }
+}
+
+/// `x ← softmax(x)`, shifted by the max for stability.
+pub fn softmax_in_place(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}
+
+/// Index of the largest value (the first on ties).
+pub fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+impl Model {
+    /// Classifies one sample. Allocates a workspace; hot loops use [`Model::classify_with`].
+    pub fn classify(&self, features: &[f32], classifier: Classifier) -> Result<Scores, FfError> {
+        let mut ws = Workspace::new(&self.config);
+        self.classify_with(&mut ws, features, classifier)
+    }
+
+    /// Classifies one sample using caller-owned scratch memory.
+    pub fn classify_with(
+        &self,
+        ws: &mut Workspace,
+        features: &[f32],
+        classifier: Classifier,
+    ) -> Result<Scores, FfError> {
+        self.check_features(features)?;
+        let label = self.predict_unchecked(ws, features, classifier);
+        Ok(Scores {
+            label,
+            probabilities: ws.probs.clone(),
+            scores: ws.scores.clone(),
+        })
+    }
+
+    /// Runs the forward passes `classifier` needs, leaves scores and probabilities in `ws` and
+    /// returns the argmax. With `Goodness`, slots `0..C` hold labels `0..C` afterwards.
+    pub(crate) fn predict_unchecked(
+        &self,
+        ws: &mut Workspace,
+        features: &[f32],
+        classifier: Classifier,
+    ) -> usize {
+        ws.clear();
+        match classifier {
+            Classifier::Goodness => {
+                let mut labels = std::mem::take(&mut ws.labels);
+                labels.clear();
+                labels.extend((0..self.config.classes).map(LabelInput::Class));
+                self.forward(ws, 0, features, &labels);
+                ws.labels = labels;
+                self.goodness_scores(ws, 0);
+            }
+            Classifier::Softmax => {
+                self.forward(ws, 0, features, &[LabelInput::Neutral]);
+                self.head_scores(ws, 0);
+            }
+        }
+        argmax(&ws.scores)
+    }
+
+    /// Scores from goodness for slots `first..first+C` (labels `0..C` in order).
+    pub(crate) fn goodness_scores(&self, ws: &mut Workspace, first: usize) {
+        let from = self.config.first_scored_layer();
+        for c in 0..self.config.classes {
+            let mut s = 0.0;
+            for l in from..self.layers.len() {
+                s += self.layers[l].goodness.logit(ws.goodness[l][first + c]);
+            }
+            ws.scores[c] = s;
+        }
+        ws.probs.copy_from_slice(&ws.scores);
+        softmax_in_place(&mut ws.probs);
+    }
+
+    /// Gathers the head's input (normalised activity of the scored layers) for `slot`.
+    pub(crate) fn gather_head_input(&self, ws: &mut Workspace, slot: usize) {
+        let from = self.config.first_scored_layer();
+        let mut at = 0;
+        for l in from..self.layers.len() {
+            let m = self.layers[l].outputs();
+            ws.head_in[at..at + m].copy_from_slice(&ws.h_norm[l][slot * m..(slot + 1) * m]);
+            at += m;
+        }
+    }
+
+    /// Scores from the softmax head for `slot` (a neutral-label pass).
+    pub(crate) fn head_scores(&self, ws: &mut Workspace, slot: usize) {
+        self.gather_head_input(ws, slot);
+        self.head.logits(&ws.head_in, &mut ws.scores);
+        ws.probs.copy_from_slice(&ws.scores);
+        softmax_in_place(&mut ws.probs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ff::network::NetworkConfig;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn model() -> Model {
+        let config = NetworkConfig {
+            inputs: 16,
+            classes: 4,
+            hidden: vec![12, 10],
+            ..Default::default()
+        };
+        Model::new(config, &mut StdRng::seed_from_u64(5)).expect("valid config")
+    }
+
+    /// The shared first-layer trick equals building each labelled input and running it
+    /// through the layer directly.
+    #[test]
+    fn shared_first_layer_matches_direct_forward() {
+        let m = model();
+        let x: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37).sin().abs()).collect();
+        let mut ws = Workspace::new(m.config());
+        m.predict_unchecked(&mut ws, &x, Classifier::Goodness);
+        for c in 0..4 {
+            let mut raw: Vec<f32> = x.clone();
+            raw.extend((0..4).map(|k| if k == c { 1.0 } else { 0.0 }));
+            let mut xn = vec![0.0; 20];
+            kernel::rms_normalise(&raw, m.config().eps, &mut xn);
+            let mut h = vec![0.0; 12];
+            m.layers()[0].forward(&xn, 1, &mut h, &mut [0.0]);
+            for (a, b) in h.iter().zip(ws.activity(0, c)) {
+                assert!((a - b).abs() < 1e-5, "label {c}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn scores_are_probabilities() {
+        let m = model();
+        let x = vec![0.5; 16];
+        for cls in [Classifier::Goodness, Classifier::Softmax] {
+            let s = m.classify(&x, cls).expect("valid input");
+            assert_eq!(s.probabilities.len(), 4);
+            assert!((s.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            assert_eq!(s.label, argmax(&s.scores));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_features() {
+        let m = model();
+        assert!(matches!(
+            m.classify(&[0.0; 3], Classifier::Goodness),
+            Err(FfError::Shape {
+                expected: 16,
+                got: 3,
+                ..
+            })
+        ));
+        let mut x = vec![0.0; 16];
+        x[7] = f32::NAN;
+        assert_eq!(
+            m.classify(&x, Classifier::Goodness),
+            Err(FfError::NonFinite { index: 7 })
+        );
+    }
+}

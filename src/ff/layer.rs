@@ -1,0 +1,297 @@
+//! `Layer`: one fully connected ReLU layer that learns from its own goodness only
+//! (forward-forward.md §1). It sees an RMS-normalised input, computes `h = relu(W x̂ + b)`, and
+//! updates `W` from `dW = s · 2h ⊗ x̂` with `s = dLoss/dG`. Its input is a constant to it: no
+//! gradient ever leaves the layer.
+
+use ndarray::{Array1, Array2};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::ff::goodness::{Goodness, Polarity};
+use crate::ff::kernel;
+use crate::ff::optimiser::{LayerState, OptimiserConfig};
+
+/// A dense ReLU layer with its goodness function. Weights are `[out, in]`, row-major `f32`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Layer {
+    pub(crate) weight: Array2<f32>,
+    pub(crate) bias: Array1<f32>,
+    pub(crate) goodness: Goodness,
+}
+
+/// One term of a layer update: the loss gradient w.r.t. each unit's pre-activation (`dL/dz`,
+/// `[out]`) and the normalised input it saw (`[in]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Term<'a> {
+    pub dz: &'a [f32],
+    pub input: &'a [f32],
+}
+
+impl Layer {
+    /// A layer with `W ~ N(0, 1/fan_in)` and zero biases (Hinton's initialisation).
+    pub fn new(inputs: usize, outputs: usize, goodness: Goodness, rng: &mut impl Rng) -> Self {
+        let std = 1.0 / (inputs.max(1) as f32).sqrt();
+        let weight = Array2::from_shape_simple_fn((outputs, inputs), || std * normal(rng));
+        Self {
+            weight,
+            bias: Array1::zeros(outputs),
+            goodness,
+        }
+    }
+
+    /// Builds a layer from existing parameters; `None` unless `bias.len() == weight.nrows()`.
+    pub fn from_parts(weight: Array2<f32>, bias: Array1<f32>, goodness: Goodness) -> Option<Self> {
+        (weight.nrows() == bias.len() && weight.is_standard_layout()).then_some(Self {
+            weight,
+            bias,
+            goodness,
+        })
+    }
+
+    /// Number of inputs.
+    pub fn inputs(&self) -> usize {
+        self.weight.ncols()
+    }
+
+    /// Number of units.
+    pub fn outputs(&self) -> usize {
+        self.weight.nrows()
+    }
+
+    /// The weights, `[out, in]`.
+    pub fn weight(&self) -> &Array2<f32> {
+        &self.weight
+    }
+
+    /// The biases, `[out]`.
+    pub fn bias(&self) -> &Array1<f32> {
+        &self.bias
+    }
+
+    /// This layer's goodness function.
+    pub fn goodness(&self) -> &Goodness {
+        &self.goodness
+    }
+
+    /// Mutable weights and biases, for tests and for loading.
+    pub fn params_mut(&mut self) -> (&mut Array2<f32>, &mut Array1<f32>) {
+        (&mut self.weight, &mut self.bias)
+    }
+
+    /// A weight row: unit `j`'s incoming weights.
+    #[inline]
+    pub(crate) fn row(&self, j: usize) -> &[f32] {
+        let n = self.inputs();
+        &self
+            .weight
+            .as_slice()
+            .expect("layer weights are kept in standard layout")[j * n..(j + 1) * n]
+    }
+
+    /// `h[k] = relu(W xs[k] + b)` for `k` normalised inputs stored back to back in `xs`
+    /// (`[k, in]` → `[k, out]`). `tmp` needs `k` slots. Each weight row is read once for all `k`.
+    pub fn forward(&self, xs: &[f32], k: usize, h: &mut [f32], tmp: &mut [f32]) {
+        let (n, m) = (self.inputs(), self.outputs());
+        debug_assert_eq!(xs.len(), k * n);
+        debug_assert!(h.len() >= k * m && tmp.len() >= k);
+        let w = self
+            .weight
+            .as_slice()
+            .expect("layer weights are kept in standard layout");
+        let b = self.bias.as_slice().expect("a 1-d array is contiguous");
+        for j in 0..m {
+            let tmp = &mut tmp[..k];
+            kernel::dot_many(&w[j * n..(j + 1) * n], xs, tmp);
+            for (v, &z) in tmp.iter().enumerate() {
+                h[v * m + j] = (z + b[j]).max(0.0);
+            }
+        }
+    }
+
+    /// Writes `dL/dz = s · 2h` (zero where the unit is off) into `dz` and returns `(G, loss)`.
+    #[inline]
+    pub fn local_gradient(&self, h: &[f32], polarity: Polarity, dz: &mut [f32]) -> (f32, f32) {
+        let g = Goodness::of(h);
+        let s = self.goodness.dloss_dg(g, polarity);
+        for (d, &x) in dz.iter_mut().zip(h) {
+            *d = 2.0 * s * x;
+        }
+        (g, self.goodness.loss(g, polarity))
+    }
+
+    /// Applies `W −= lr·(Σ_t dz_t ⊗ x_t + wd·W)` and `b −= lr·Σ_t dz_t` for one or two terms,
+    /// row by row in a single read-modify-write pass (and the momentum buffer, if any).
+    pub fn apply(
+        &mut self,
+        state: &mut LayerState,
+        config: &OptimiserConfig,
+        lr: f32,
+        terms: &[Term<'_>],
+    ) {
+        let (n, m) = (self.inputs(), self.outputs());
+        debug_assert!(!terms.is_empty() && terms.len() <= 2);
+        let (t0, t1) = match terms {
+            [a] => (*a, None),
+            [a, b] => (*a, Some(*b)),
+            _ => return,
+        };
+        let w = self
+            .weight
+            .as_slice_mut()
+            .expect("layer weights are kept in standard layout");
+        let b = self.bias.as_slice_mut().expect("a 1-d array is contiguous");
+        let wd = config.weight_decay;
+        if config.momentum > 0.0 {
+            let beta = config.momentum;
+            let (vw, vb) = (&mut state.velocity_weight, &mut state.velocity_bias);
+            for j in 0..m {
+                let (a, c, y) = match t1 {
+                    Some(t) => (t0.dz[j], t.dz[j], t.input),
+                    None => (t0.dz[j], 0.0, t0.input),
+                };
+                kernel::momentum_row2(
+                    &mut w[j * n..(j + 1) * n],
+                    &mut vw[j * n..(j + 1) * n],
+                    beta,
+                    lr,
+                    wd,
+                    a,
+                    t0.input,
+                    c,
+                    y,
+                );
+                vb[j] = beta * vb[j] + a + c;
+                b[j] -= lr * vb[j];
+            }
+        } else {
+            let decay = 1.0 - lr * wd;
+            for j in 0..m {
+                let row = &mut w[j * n..(j + 1) * n];
+                let a = lr * t0.dz[j];
+                match t1 {
+                    Some(t) => {
+                        let c = lr * t.dz[j];
+                        kernel::update_row2(row, decay, a, t0.input, c, t.input);
+                        b[j] -= a + c;
+                    }
+                    None => {
+                        kernel::update_row1(row, decay, a, t0.input);
+                        b[j] -= a;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A standard normal draw (Box–Muller), so the engine needs no distribution crate.
+pub(crate) fn normal(rng: &mut impl Rng) -> f32 {
+    let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.gen();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn layer(inp: usize, out: usize, seed: u64) -> Layer {
+        let mut rng = StdRng::seed_from_u64(seed);
+        Layer::new(
+            inp,
+            out,
+            Goodness {
+                threshold: out as f32,
+                temperature: 1.0,
+            },
+            &mut rng,
+        )
+    }
+
+    fn layer_loss(l: &Layer, x: &[f32], pol: Polarity) -> f64 {
+        let mut h = vec![0.0; l.outputs()];
+        let mut tmp = vec![0.0; 1];
+        l.forward(x, 1, &mut h, &mut tmp);
+        f64::from(l.goodness.loss(Goodness::of(&h), pol))
+    }
+
+    /// The analytic local gradient `dW = s·2h ⊗ x̂` equals a central finite difference of the
+    /// layer's own loss, for both polarities.
+    #[test]
+    fn local_gradient_matches_finite_difference() {
+        let (inp, out) = (12, 6);
+        let mut l = layer(inp, out, 7);
+        // A threshold near the initial goodness keeps the sigmoid out of saturation.
+        l.goodness.threshold = 2.0;
+        let mut rng = StdRng::seed_from_u64(3);
+        let raw: Vec<f32> = (0..inp).map(|_| normal(&mut rng)).collect();
+        let mut x = vec![0.0; inp];
+        kernel::rms_normalise(&raw, 1e-8, &mut x);
+        for pol in [Polarity::Positive, Polarity::Negative] {
+            let mut h = vec![0.0; out];
+            l.forward(&x, 1, &mut h, &mut [0.0]);
+            let mut dz = vec![0.0; out];
+            l.local_gradient(&h, pol, &mut dz);
+            let eps = 1e-2f32;
+            for (j, &dzj) in dz.iter().enumerate() {
+                for i in [0, 5, 11] {
+                    let analytic = f64::from(dzj * x[i]);
+                    let orig = l.weight[(j, i)];
+                    l.weight[(j, i)] = orig + eps;
+                    let up = layer_loss(&l, &x, pol);
+                    l.weight[(j, i)] = orig - eps;
+                    let down = layer_loss(&l, &x, pol);
+                    l.weight[(j, i)] = orig;
+                    let fd = (up - down) / (2.0 * f64::from(eps));
+                    assert!(
+                        (fd - analytic).abs() < 2e-3 + 2e-2 * analytic.abs(),
+                        "unit {j} input {i} {pol:?}: fd {fd} vs analytic {analytic}"
+                    );
+                }
+                // Bias gradient is dz itself.
+                let orig = l.bias[j];
+                l.bias[j] = orig + eps;
+                let up = layer_loss(&l, &x, pol);
+                l.bias[j] = orig - eps;
+                let down = layer_loss(&l, &x, pol);
+                l.bias[j] = orig;
+                let fd = (up - down) / (2.0 * f64::from(eps));
+                assert!((fd - f64::from(dzj)).abs() < 2e-3 + 2e-2 * f64::from(dzj).abs());
+            }
+        }
+    }
+
+    /// A positive step raises goodness on that input; a negative step lowers it.
+    #[test]
+    fn steps_move_goodness_the_right_way() {
+        let mut l = layer(20, 8, 1);
+        let config = OptimiserConfig {
+            peer_norm: 0.0,
+            ..Default::default()
+        };
+        let mut state = LayerState::new(8, 20, &config);
+        let mut x = vec![0.0; 20];
+        let raw: Vec<f32> = (0..20).map(|i| (i as f32 * 0.7).cos()).collect();
+        kernel::rms_normalise(&raw, 1e-8, &mut x);
+        for pol in [Polarity::Positive, Polarity::Negative] {
+            l.goodness.threshold = match pol {
+                Polarity::Positive => 100.0,
+                Polarity::Negative => 0.0,
+            };
+            let mut h = vec![0.0; 8];
+            l.forward(&x, 1, &mut h, &mut [0.0]);
+            let before = Goodness::of(&h);
+            let mut dz = vec![0.0; 8];
+            l.local_gradient(&h, pol, &mut dz);
+            l.apply(&mut state, &config, 1e-2, &[Term { dz: &dz, input: &x }]);
+            l.forward(&x, 1, &mut h, &mut [0.0]);
+            let after = Goodness::of(&h);
+            match pol {
+                Polarity::Positive => assert!(after > before, "{before} -> {after}"),
+                Polarity::Negative => assert!(after < before, "{before} -> {after}"),
+            }
+        }
+    }
+}

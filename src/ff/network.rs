@@ -1,0 +1,442 @@
+//! `Model`: the stack of FF layers, the label embedding, and the softmax head; and `Workspace`,
+//! the scratch memory a forward pass writes into so that no sample allocates.
+//!
+//! Supervised FF writes the label into the input (forward-forward.md §2). All one-hot labels
+//! have the same norm, so the first layer's pre-activation for label `k` is
+//! `(W·u + s·W[:, off+k]) / r + b` with `u` the features (label slots zeroed) and `r` one RMS
+//! divisor shared by every label: one matrix-vector product serves all `C` candidate labels.
+
+use ndarray::{Array1, Array2};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::ff::classify::SoftmaxHead;
+use crate::ff::error::FfError;
+use crate::ff::goodness::Goodness;
+use crate::ff::kernel;
+use crate::ff::layer::Layer;
+
+/// Where the one-hot label goes in the first layer's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelPlacement {
+    /// `C` extra inputs after the features: works for any feature vector.
+    Append,
+    /// Overwrites the first `C` features (the paper's MNIST setup: those pixels are black).
+    Overwrite,
+}
+
+/// What is written into the label slots of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelInput {
+    /// One-hot label `k` of the configured strength.
+    Class(usize),
+    /// Every slot `strength / C`: no label information (classification with the softmax head,
+    /// hard-negative proposals, unsupervised training).
+    Neutral,
+}
+
+/// The shape and fixed hyper-parameters of a network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Number of features per sample (784 for MNIST).
+    pub inputs: usize,
+    /// Number of classes.
+    pub classes: usize,
+    /// Hidden layer widths.
+    pub hidden: Vec<usize>,
+    /// Where the label goes in the input.
+    pub label_placement: LabelPlacement,
+    /// Value of the "on" entry of the one-hot label.
+    pub label_strength: f32,
+    /// `θ = threshold_scale × width` for each layer (1.0: mean squared activity 1, as in
+    /// Hinton's code).
+    pub threshold_scale: f32,
+    /// Logistic temperature `T` of every layer.
+    pub temperature: f32,
+    /// `ε` of the RMS normalisation.
+    pub eps: f32,
+    /// First layer (0-based) whose goodness and activity count for classification; the paper
+    /// skips the first layer (1). Clamped to the last layer for shallow nets.
+    pub score_from_layer: usize,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            inputs: 784,
+            classes: 10,
+            hidden: vec![500, 500],
+            label_placement: LabelPlacement::Append,
+            // Measured: 3 beats 1 by ~3 points after one MNIST epoch (BENCHMARKS.md).
+            label_strength: 3.0,
+            threshold_scale: 1.0,
+            temperature: 1.0,
+            eps: 1e-8,
+            score_from_layer: 1,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// Checks every field's range.
+    pub fn validate(&self) -> Result<(), FfError> {
+        let bad = |key, reason: String| Err(FfError::Config { key, reason });
+        if self.inputs == 0 {
+            return bad("inputs", "must be > 0".into());
+        }
+        if self.classes < 2 {
+            return bad("classes", "must be >= 2".into());
+        }
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
+            return bad(
+                "hidden",
+                "needs at least one layer, each of width > 0".into(),
+            );
+        }
+        if self.label_placement == LabelPlacement::Overwrite && self.inputs < self.classes {
+            return bad(
+                "label_placement",
+                format!(
+                    "overwrite needs inputs ({}) >= classes ({})",
+                    self.inputs, self.classes
+                ),
+            );
+        }
+        for (key, v) in [
+            ("label_strength", self.label_strength),
+            ("threshold_scale", self.threshold_scale),
+            ("temperature", self.temperature),
+            ("eps", self.eps),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(key, "must be a finite number > 0".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Width of the first layer's input.
+    pub fn input_width(&self) -> usize {
+        match self.label_placement {
+            LabelPlacement::Append => self.inputs + self.classes,
+            LabelPlacement::Overwrite => self.inputs,
+        }
+    }
+
+    /// Offset of the label slots in the first layer's input.
+    pub fn label_offset(&self) -> usize {
+        match self.label_placement {
+            LabelPlacement::Append => self.inputs,
+            LabelPlacement::Overwrite => 0,
+        }
+    }
+
+    /// Index of the first layer used for classification.
+    pub fn first_scored_layer(&self) -> usize {
+        self.score_from_layer
+            .min(self.hidden.len().saturating_sub(1))
+    }
+
+    /// Width of the softmax head's input: the scored layers' widths summed.
+    pub fn head_inputs(&self) -> usize {
+        self.hidden[self.first_scored_layer()..].iter().sum()
+    }
+
+    /// Layer widths from input to top: `[input_width, hidden...]`.
+    pub fn widths(&self) -> Vec<usize> {
+        std::iter::once(self.input_width())
+            .chain(self.hidden.iter().copied())
+            .collect()
+    }
+}
+
+/// A trained or training FF network: layers plus the softmax head. Immutable to readers; only
+/// the `Trainer` mutates it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub(crate) config: NetworkConfig,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) head: SoftmaxHead,
+}
+
+impl Model {
+    /// A freshly initialised network.
+    pub fn new(config: NetworkConfig, rng: &mut impl Rng) -> Result<Self, FfError> {
+        config.validate()?;
+        let widths = config.widths();
+        let layers = widths
+            .windows(2)
+            .map(|w| {
+                let goodness = Goodness {
+                    threshold: config.threshold_scale * w[1] as f32,
+                    temperature: config.temperature,
+                };
+                Layer::new(w[0], w[1], goodness, rng)
+            })
+            .collect();
+        let head = SoftmaxHead::new(config.classes, config.head_inputs());
+        Ok(Self {
+            config,
+            layers,
+            head,
+        })
+    }
+
+    /// Assembles a model from parameters (e.g. read from a file), checking every shape.
+    pub fn from_parts(
+        config: NetworkConfig,
+        params: Vec<(Array2<f32>, Array1<f32>)>,
+        head: (Array2<f32>, Array1<f32>),
+    ) -> Result<Self, FfError> {
+        config.validate()?;
+        let widths = config.widths();
+        if params.len() != config.hidden.len() {
+            return Err(FfError::Shape {
+                what: "number of layers",
+                expected: config.hidden.len(),
+                got: params.len(),
+            });
+        }
+        let mut layers = Vec::with_capacity(params.len());
+        for (l, (w, b)) in params.into_iter().enumerate() {
+            check("layer weight rows", widths[l + 1], w.nrows())?;
+            check("layer weight columns", widths[l], w.ncols())?;
+            check("layer bias", widths[l + 1], b.len())?;
+            let goodness = Goodness {
+                threshold: config.threshold_scale * widths[l + 1] as f32,
+                temperature: config.temperature,
+            };
+            let w = w.as_standard_layout().into_owned();
+            layers.push(Layer::from_parts(w, b, goodness).ok_or(FfError::Shape {
+                what: "layer bias",
+                expected: widths[l + 1],
+                got: 0,
+            })?);
+        }
+        let (hw, hb) = head;
+        check("head weight rows", config.classes, hw.nrows())?;
+        check("head weight columns", config.head_inputs(), hw.ncols())?;
+        check("head bias", config.classes, hb.len())?;
+        let head = SoftmaxHead::from_parts(hw.as_standard_layout().into_owned(), hb);
+        Ok(Self {
+            config,
+            layers,
+            head,
+        })
+    }
+
+    /// The network's configuration.
+    pub fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    /// The FF layers, bottom to top.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// The softmax head.
+    pub fn head(&self) -> &SoftmaxHead {
+        &self.head
+    }
+
+    /// Checks a feature vector: length and finiteness.
+    pub fn check_features(&self, features: &[f32]) -> Result<(), FfError> {
+        check("features", self.config.inputs, features.len())?;
+        if let Some(index) = features.iter().position(|v| !v.is_finite()) {
+            return Err(FfError::NonFinite { index });
+        }
+        Ok(())
+    }
+
+    /// Checks a label.
+    pub fn check_label(&self, label: usize) -> Result<(), FfError> {
+        if label >= self.config.classes {
+            return Err(FfError::Label {
+                label,
+                classes: self.config.classes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `features` through every layer once per entry of `labels`, appending one slot per
+    /// label to `ws` (slots `ws.len()..ws.len() + labels.len()`). `group` (0 or 1) names the
+    /// feature buffer, so two different feature vectors can sit side by side (hybrid negatives).
+    /// Unchecked: the caller has validated `features` and the labels.
+    pub(crate) fn forward(
+        &self,
+        ws: &mut Workspace,
+        group: usize,
+        features: &[f32],
+        labels: &[LabelInput],
+    ) {
+        let first = ws.slots;
+        let k = labels.len();
+        debug_assert!(first + k <= ws.capacity);
+        let cfg = &self.config;
+        let (off, c, s) = (cfg.label_offset(), cfg.classes, cfg.label_strength);
+        let n0 = cfg.input_width();
+
+        // The shared input: features with the label slots zeroed.
+        let u = &mut ws.u[group];
+        match cfg.label_placement {
+            LabelPlacement::Append => {
+                u[..cfg.inputs].copy_from_slice(features);
+                u[off..off + c].fill(0.0);
+            }
+            LabelPlacement::Overwrite => {
+                u.copy_from_slice(features);
+                u[..c].fill(0.0);
+            }
+        }
+        let u_sq = kernel::dot(u, u);
+        for (i, label) in labels.iter().enumerate() {
+            let label_sq = match label {
+                LabelInput::Class(_) => s * s,
+                LabelInput::Neutral => s * s / c as f32,
+            };
+            ws.slot_label[first + i] = *label;
+            ws.slot_group[first + i] = group;
+            ws.slot_rms[first + i] = kernel::rms(u_sq + label_sq, n0, cfg.eps);
+        }
+
+        // Layer 1: one dot product per unit, then a column add per label.
+        let l0 = &self.layers[0];
+        let m0 = l0.outputs();
+        let b0 = l0.bias.as_slice().expect("a 1-d array is contiguous");
+        let u = &ws.u[group];
+        for (j, &bias) in b0.iter().enumerate() {
+            let row = l0.row(j);
+            let shared = kernel::dot(row, u);
+            for (i, label) in labels.iter().enumerate() {
+                let lab = match *label {
+                    LabelInput::Class(k) => s * row[off + k],
+                    LabelInput::Neutral => (s / c as f32) * row[off..off + c].iter().sum::<f32>(),
+                };
+                let z = (shared + lab) / ws.slot_rms[first + i] + bias;
+                ws.h[0][(first + i) * m0 + j] = z.max(0.0);
+            }
+        }
+        self.finish_layer(ws, 0, first, k);
+
+        // Layers 2..: every slot's normalised activity in one pass over each weight row.
+        for l in 1..self.layers.len() {
+            let layer = &self.layers[l];
+            let (n, m) = (layer.inputs(), layer.outputs());
+            let xs = &ws.h_norm[l - 1][first * n..(first + k) * n];
+            layer.forward(xs, k, &mut ws.h[l][first * m..(first + k) * m], &mut ws.tmp);
+            self.finish_layer(ws, l, first, k);
+        }
+        ws.slots = first + k;
+    }
+
+    /// Goodness and RMS-normalised activity of layer `l` for slots `first..first+k`.
+    fn finish_layer(&self, ws: &mut Workspace, l: usize, first: usize, k: usize) {
+        let m = self.layers[l].outputs();
+        for v in first..first + k {
+            let h = &ws.h[l][v * m..(v + 1) * m];
+            let g = crate::ff::goodness::Goodness::of(h);
+            ws.goodness[l][v] = g;
+            let inv = 1.0 / kernel::rms(g, m, self.config.eps);
+            for (o, &x) in ws.h_norm[l][v * m..(v + 1) * m].iter_mut().zip(h) {
+                *o = x * inv;
+            }
+        }
+    }
+
+    /// Writes the first layer's input for `slot` (normalised features and label) into `out`.
+    pub(crate) fn layer0_input(&self, ws: &Workspace, slot: usize, out: &mut [f32]) {
+        let cfg = &self.config;
+        let (off, c, s) = (cfg.label_offset(), cfg.classes, cfg.label_strength);
+        let inv = 1.0 / ws.slot_rms[slot];
+        for (o, &x) in out.iter_mut().zip(&ws.u[ws.slot_group[slot]]) {
+            *o = x * inv;
+        }
+        match ws.slot_label[slot] {
+            LabelInput::Class(k) => out[off + k] = s * inv,
+            LabelInput::Neutral => out[off..off + c].fill(s / c as f32 * inv),
+        }
+    }
+}
+
+fn check(what: &'static str, expected: usize, got: usize) -> Result<(), FfError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(FfError::Shape {
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
+/// Scratch memory for forward passes and updates, sized once for a network. A forward pass fills
+/// *slots*: one per (feature vector, label) pair, up to `classes + 2`.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub(crate) capacity: usize,
+    pub(crate) slots: usize,
+    pub(crate) u: [Vec<f32>; 2],
+    pub(crate) slot_label: Vec<LabelInput>,
+    pub(crate) slot_group: Vec<usize>,
+    pub(crate) slot_rms: Vec<f32>,
+    /// Post-ReLU activity per layer, `[slot, width]`.
+    pub(crate) h: Vec<Vec<f32>>,
+    /// RMS-normalised activity per layer, `[slot, width]` (the next layer's input).
+    pub(crate) h_norm: Vec<Vec<f32>>,
+    /// Goodness per layer, `[slot]`.
+    pub(crate) goodness: Vec<Vec<f32>>,
+    pub(crate) tmp: Vec<f32>,
+    /// Materialised first-layer inputs for the (at most two) slots being learned from.
+    pub(crate) input0: [Vec<f32>; 2],
+    /// `dL/dz` per layer for the positive and the negative term.
+    pub(crate) dz: [Vec<Vec<f32>>; 2],
+    pub(crate) head_in: Vec<f32>,
+    pub(crate) scores: Vec<f32>,
+    pub(crate) probs: Vec<f32>,
+    pub(crate) labels: Vec<LabelInput>,
+}
+
+impl Workspace {
+    /// Scratch memory for `config`.
+    pub fn new(config: &NetworkConfig) -> Self {
+        let cap = config.classes + 2;
+        let n0 = config.input_width();
+        let per_layer =
+            |f: &dyn Fn(usize) -> usize| config.hidden.iter().map(|&w| vec![0.0; f(w)]).collect();
+        Self {
+            capacity: cap,
+            slots: 0,
+            u: [vec![0.0; n0], vec![0.0; n0]],
+            slot_label: vec![LabelInput::Neutral; cap],
+            slot_group: vec![0; cap],
+            slot_rms: vec![1.0; cap],
+            h: per_layer(&|w| w * cap),
+            h_norm: per_layer(&|w| w * cap),
+            goodness: per_layer(&|_| cap),
+            tmp: vec![0.0; cap],
+            input0: [vec![0.0; n0], vec![0.0; n0]],
+            dz: [per_layer(&|w| w), per_layer(&|w| w)],
+            head_in: vec![0.0; config.head_inputs()],
+            scores: vec![0.0; config.classes],
+            probs: vec![0.0; config.classes],
+            labels: Vec::with_capacity(cap),
+        }
+    }
+
+    /// Forgets the slots of the previous pass.
+    pub(crate) fn clear(&mut self) {
+        self.slots = 0;
+    }
+
+    /// Activity of layer `l` in `slot`.
+    #[cfg(test)]
+    pub(crate) fn activity(&self, l: usize, slot: usize) -> &[f32] {
+        let m = self.h[l].len() / self.capacity;
+        &self.h[l][slot * m..(slot + 1) * m]
+    }
+}

@@ -1,0 +1,206 @@
+//! The optimiser: SGD with optional heavy-ball momentum, weight decay, a learning-rate schedule,
+//! and Hinton's peer normalisation (forward-forward.md §1). Its state is per layer and local:
+//! nothing here mixes layers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ff::error::FfError;
+
+/// How the learning rate changes over training.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// The same rate forever (the streaming service's choice: a stream has no end).
+    Constant,
+    /// Constant for the first `decay_start` fraction of `total_steps`, then linear to zero at
+    /// `total_steps` (Hinton's code decays over the second half).
+    LinearDecay { total_steps: u64, decay_start: f32 },
+}
+
+impl LrSchedule {
+    /// The multiplier on the base rate after `step` updates.
+    pub fn factor(&self, step: u64) -> f32 {
+        match *self {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::LinearDecay {
+                total_steps,
+                decay_start,
+            } => {
+                let total = total_steps.max(1) as f64;
+                let t = step as f64 / total;
+                let start = f64::from(decay_start.clamp(0.0, 1.0));
+                if t <= start {
+                    1.0
+                } else if t >= 1.0 {
+                    0.0
+                } else {
+                    ((1.0 - t) / (1.0 - start)) as f32
+                }
+            }
+        }
+    }
+}
+
+/// Hyper-parameters of the per-sample optimiser.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimiserConfig {
+    /// Base learning rate per sample update. Per-sample rates sit ~100× below the batch-100
+    /// rates of Hinton's code (forward-forward.md §7).
+    pub lr: f32,
+    /// Heavy-ball momentum `β` (`v = βv + g; w −= lr·v`); 0 disables it and its state.
+    pub momentum: f32,
+    /// L2 weight decay, applied as part of the gradient.
+    pub weight_decay: f32,
+    /// Peer-normalisation strength `λ` (0 disables it).
+    pub peer_norm: f32,
+    /// Per-sample decay of each unit's mean-activity average used by peer normalisation.
+    /// 0.999 matches Hinton's 0.9 per batch of 100.
+    pub peer_decay: f32,
+    /// Learning-rate schedule.
+    pub schedule: LrSchedule,
+}
+
+impl Default for OptimiserConfig {
+    fn default() -> Self {
+        Self {
+            lr: 3e-4,
+            momentum: 0.0,
+            weight_decay: 1e-3,
+            peer_norm: 0.03,
+            peer_decay: 0.999,
+            schedule: LrSchedule::Constant,
+        }
+    }
+}
+
+impl OptimiserConfig {
+    /// Checks every field's range.
+    pub fn validate(&self) -> Result<(), FfError> {
+        let bad = |key, reason: &str| {
+            Err(FfError::Config {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", "must be a finite number > 0");
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad("momentum", "must be in [0, 1)");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight_decay", "must be >= 0");
+        }
+        if !(self.peer_norm.is_finite() && self.peer_norm >= 0.0) {
+            return bad("peer_norm", "must be >= 0");
+        }
+        if !(0.0..1.0).contains(&self.peer_decay) {
+            return bad("peer_decay", "must be in [0, 1)");
+        }
+        if let LrSchedule::LinearDecay { decay_start, .. } = self.schedule {
+            if !(0.0..=1.0).contains(&decay_start) {
+                return bad("schedule.decay_start", "must be in [0, 1]");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One layer's optimiser state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerState {
+    /// Momentum buffer for the weights, `[out, in]` row-major; empty when momentum is 0.
+    pub velocity_weight: Vec<f32>,
+    /// Momentum buffer for the biases; empty when momentum is 0.
+    pub velocity_bias: Vec<f32>,
+    /// Running mean activity of each unit on positive data (peer normalisation).
+    pub mean_activity: Vec<f32>,
+}
+
+impl LayerState {
+    /// Fresh state for a layer of shape `[out, in]`.
+    pub fn new(out: usize, inp: usize, config: &OptimiserConfig) -> Self {
+        let with_momentum = config.momentum > 0.0;
+        Self {
+            velocity_weight: if with_momentum {
+                vec![0.0; out * inp]
+            } else {
+                Vec::new()
+            },
+            velocity_bias: if with_momentum {
+                vec![0.0; out]
+            } else {
+                Vec::new()
+            },
+            mean_activity: vec![0.0; out],
+        }
+    }
+
+    /// Folds one positive sample's activity into the running means.
+    pub fn observe_positive(&mut self, h: &[f32], decay: f32) {
+        for (m, &x) in self.mean_activity.iter_mut().zip(h) {
+            *m = decay * *m + (1.0 - decay) * x;
+        }
+    }
+
+    /// Adds the peer-normalisation term to a unit-wise loss gradient `dL/dz`: units less active
+    /// than their peers on average are pushed up, more active ones down. Hinton's code adds
+    /// `λ(mean − m_j)` to the ascent direction; this is the same term for descent. It is not
+    /// gated by the ReLU, so a dead unit still receives it and can come back.
+    pub fn add_peer_term(&self, lambda: f32, dz: &mut [f32]) {
+        if lambda == 0.0 || self.mean_activity.is_empty() {
+            return;
+        }
+        let mean = self.mean_activity.iter().sum::<f32>() / self.mean_activity.len() as f32;
+        for (d, &m) in dz.iter_mut().zip(&self.mean_activity) {
+            *d -= lambda * (mean - m);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_decay_is_constant_then_linear() {
+        let s = LrSchedule::LinearDecay {
+            total_steps: 100,
+            decay_start: 0.5,
+        };
+        assert_eq!(s.factor(0), 1.0);
+        assert_eq!(s.factor(50), 1.0);
+        assert!((s.factor(75) - 0.5).abs() < 1e-6);
+        assert_eq!(s.factor(100), 0.0);
+        assert_eq!(s.factor(1000), 0.0);
+    }
+
+    #[test]
+    fn peer_term_pushes_quiet_units_up() {
+        let state = LayerState {
+            velocity_weight: vec![],
+            velocity_bias: vec![],
+            mean_activity: vec![0.0, 2.0],
+        };
+        let mut dz = vec![0.0, 0.0];
+        state.add_peer_term(0.1, &mut dz);
+        // Descent subtracts dz: the quiet unit's pre-activation rises, the busy one's falls.
+        assert!(dz[0] < 0.0 && dz[1] > 0.0);
+    }
+
+    #[test]
+    fn validate_rejects_bad_values() {
+        let c = OptimiserConfig {
+            momentum: 1.0,
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(FfError::Config {
+                key: "momentum",
+                ..
+            })
+        ));
+    }
+}

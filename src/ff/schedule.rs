@@ -1,0 +1,101 @@
+//! When to learn from what: `interleaved` (a positive and a negative update per sample, classic
+//! FF) or `sleep` (positive-only "wake" updates online, then an offline "sleep" phase of
+//! negative-only updates built from the replay buffer). Shared by `ffd train` and the service.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ff::error::FfError;
+
+/// The learning schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleMode {
+    /// Positive and negative update for every sample.
+    #[default]
+    Interleaved,
+    /// Positive updates while awake; negative updates from replay while asleep.
+    Sleep,
+}
+
+/// Schedule hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// Interleaved or wake/sleep.
+    pub mode: ScheduleMode,
+    /// Wake samples between sleeps.
+    pub sleep_every: usize,
+    /// Samples kept for sleep-time negatives.
+    pub replay_capacity: usize,
+    /// Negative updates per sleep; 0 means "as many as wake samples since the last sleep",
+    /// which keeps positive and negative updates balanced.
+    pub negatives_per_sleep: usize,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            mode: ScheduleMode::Interleaved,
+            sleep_every: 16,
+            replay_capacity: 1024,
+            negatives_per_sleep: 0,
+        }
+    }
+}
+
+impl ScheduleConfig {
+    /// Checks every field's range.
+    pub fn validate(&self) -> Result<(), FfError> {
+        if self.sleep_every == 0 {
+            return Err(FfError::Config {
+                key: "sleep_every",
+                reason: "must be > 0".into(),
+            });
+        }
+        if self.mode == ScheduleMode::Sleep && self.replay_capacity == 0 {
+            return Err(FfError::Config {
+                key: "replay_capacity",
+                reason: "the sleep schedule needs a replay buffer (> 0)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Counts wake samples and says when a sleep is due. Time-based triggers belong to the caller
+/// (the service passes its own clock); this keeps the engine free of wall-clock reads.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SleepScheduler {
+    every: usize,
+    since_sleep: usize,
+}
+
+impl SleepScheduler {
+    /// A scheduler that asks for sleep every `every` wake samples.
+    pub fn new(every: usize) -> Self {
+        Self {
+            every: every.max(1),
+            since_sleep: 0,
+        }
+    }
+
+    /// Records one wake sample.
+    pub fn record_wake(&mut self) {
+        self.since_sleep += 1;
+    }
+
+    /// Wake samples since the last sleep.
+    pub fn since_sleep(&self) -> usize {
+        self.since_sleep
+    }
+
+    /// Whether the wake phase has run its course.
+    pub fn due(&self) -> bool {
+        self.since_sleep >= self.every
+    }
+
+    /// Marks a sleep as done.
+    pub fn slept(&mut self) {
+        self.since_sleep = 0;
+    }
+}

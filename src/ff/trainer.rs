@@ -1,0 +1,617 @@
+//! `Trainer`: the only thing that mutates a `Model`. It runs one schedule step per sample —
+//! interleaved (positive and negative update) or wake (positive only, sample kept for replay) —
+//! and the sleep phase (negative updates from the replay buffer). Every update is local to its
+//! layer; nothing crosses layers. Same seed and same data order give bit-identical weights.
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::ff::classify::{argmax, Classifier};
+use crate::ff::error::FfError;
+use crate::ff::goodness::Polarity;
+use crate::ff::layer::Term;
+use crate::ff::negatives::{self, HybridMask, NegativeStrategy};
+use crate::ff::network::{LabelInput, Model, Workspace};
+use crate::ff::optimiser::{LayerState, OptimiserConfig};
+use crate::ff::replay::ReplayBuffer;
+use crate::ff::schedule::{ScheduleConfig, ScheduleMode, SleepScheduler};
+
+/// Training hyper-parameters beyond the network's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimiser for the FF layers.
+    pub optimiser: OptimiserConfig,
+    /// How negatives are made.
+    pub negatives: NegativeStrategy,
+    /// Interleaved or wake/sleep.
+    pub schedule: ScheduleConfig,
+    /// Classifier whose probabilities drive hard negatives and predictions.
+    pub classifier: Classifier,
+    /// Train the softmax head on positive samples (needed for `Classifier::Softmax`).
+    pub train_head: bool,
+    /// Learning rate of the softmax head.
+    pub head_lr: f32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            optimiser: OptimiserConfig::default(),
+            negatives: NegativeStrategy::Hard,
+            schedule: ScheduleConfig::default(),
+            classifier: Classifier::Goodness,
+            train_head: false,
+            head_lr: 1e-3,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every field, and that the parts fit together.
+    pub fn validate(&self) -> Result<(), FfError> {
+        self.optimiser.validate()?;
+        self.schedule.validate()?;
+        if !(self.head_lr.is_finite() && self.head_lr > 0.0) {
+            return Err(FfError::Config {
+                key: "head_lr",
+                reason: "must be a finite number > 0".into(),
+            });
+        }
+        if self.negatives == NegativeStrategy::Hybrid && self.classifier == Classifier::Goodness {
+            return Err(FfError::Config {
+                key: "classifier",
+                reason: "hybrid negatives train without labels; classify with the softmax head"
+                    .into(),
+            });
+        }
+        if self.classifier == Classifier::Softmax && !self.train_head {
+            return Err(FfError::Config {
+                key: "train_head",
+                reason: "the softmax classifier needs a trained head".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Running statistics of one layer since the last [`Trainer::take_stats`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LayerStats {
+    pub positive_goodness_sum: f64,
+    pub positive_count: u64,
+    pub negative_goodness_sum: f64,
+    pub negative_count: u64,
+    pub loss_sum: f64,
+}
+
+impl LayerStats {
+    /// Mean goodness on positive data (NaN when none was seen).
+    pub fn positive_goodness(&self) -> f64 {
+        self.positive_goodness_sum / self.positive_count as f64
+    }
+    /// Mean goodness on negative data (NaN when none was seen).
+    pub fn negative_goodness(&self) -> f64 {
+        self.negative_goodness_sum / self.negative_count as f64
+    }
+    /// Mean loss per update of this layer.
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / (self.positive_count + self.negative_count) as f64
+    }
+}
+
+/// Training statistics since the last [`Trainer::take_stats`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TrainStats {
+    pub layers: Vec<LayerStats>,
+    pub head_loss_sum: f64,
+    pub head_count: u64,
+}
+
+/// What one call to [`Trainer::learn`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LearnOutcome {
+    /// The class the model predicted *before* learning the sample (test-then-train), when asked.
+    pub predicted: Option<usize>,
+    /// The wake phase has run its course: call [`Trainer::sleep`].
+    pub sleep_due: bool,
+}
+
+/// What one sleep phase did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SleepReport {
+    /// Negative updates applied.
+    pub negatives: usize,
+}
+
+/// Which slots of the workspace one step learns from.
+struct Slots {
+    positive: Option<usize>,
+    negative: Option<usize>,
+    neutral: Option<usize>,
+    predicted: Option<usize>,
+}
+
+/// Owns a model and everything needed to train it: optimiser state, RNG, scratch memory,
+/// replay buffer and sleep scheduler.
+#[derive(Debug, Clone)]
+pub struct Trainer {
+    model: Model,
+    config: TrainConfig,
+    states: Vec<LayerState>,
+    rng: StdRng,
+    ws: Workspace,
+    replay: ReplayBuffer,
+    scheduler: SleepScheduler,
+    mask: HybridMask,
+    /// Scratch: a hybrid negative and its mask; a copy of a replayed sample.
+    hybrid: Vec<f32>,
+    mask_buf: Vec<f32>,
+    replayed: Vec<f32>,
+    /// Positive samples learned so far (drives the learning-rate schedule).
+    samples: u64,
+    stats: TrainStats,
+}
+
+impl Trainer {
+    /// A trainer for `model`, seeded for reproducibility.
+    pub fn new(model: Model, config: TrainConfig, seed: u64) -> Result<Self, FfError> {
+        config.validate()?;
+        let ncfg = model.config().clone();
+        let states = model
+            .layers()
+            .iter()
+            .map(|l| LayerState::new(l.outputs(), l.inputs(), &config.optimiser))
+            .collect();
+        let replay_capacity = match (config.schedule.mode, config.negatives) {
+            (ScheduleMode::Sleep, _) | (_, NegativeStrategy::Hybrid) => {
+                config.schedule.replay_capacity.max(1)
+            }
+            _ => 0,
+        };
+        Ok(Self {
+            ws: Workspace::new(&ncfg),
+            replay: ReplayBuffer::new(ncfg.inputs, replay_capacity),
+            scheduler: SleepScheduler::new(config.schedule.sleep_every),
+            mask: HybridMask::for_inputs(ncfg.inputs),
+            hybrid: vec![0.0; ncfg.inputs],
+            mask_buf: vec![0.0; ncfg.inputs],
+            replayed: vec![0.0; ncfg.inputs],
+            stats: TrainStats {
+                layers: vec![LayerStats::default(); ncfg.hidden.len()],
+                ..Default::default()
+            },
+            states,
+            rng: StdRng::seed_from_u64(seed),
+            samples: 0,
+            model,
+            config,
+        })
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Takes the model out, ending training.
+    pub fn into_model(self) -> Model {
+        self.model
+    }
+
+    /// The training configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Per-layer optimiser state (momentum buffers, mean activities).
+    pub fn layer_states(&self) -> &[LayerState] {
+        &self.states
+    }
+
+    /// The replay buffer.
+    pub fn replay(&self) -> &ReplayBuffer {
+        &self.replay
+    }
+
+    /// Positive samples learned so far.
+    pub fn samples_learned(&self) -> u64 {
+        self.samples
+    }
+
+    /// Sets the learning-rate schedule (e.g. once the number of training steps is known).
+    pub fn set_lr_schedule(&mut self, schedule: crate::ff::optimiser::LrSchedule) {
+        self.config.optimiser.schedule = schedule;
+    }
+
+    /// Whether a sleep phase is due (sleep schedule only).
+    pub fn sleep_due(&self) -> bool {
+        self.config.schedule.mode == ScheduleMode::Sleep && self.scheduler.due()
+    }
+
+    /// Wake samples since the last sleep.
+    pub fn wake_samples_since_sleep(&self) -> usize {
+        self.scheduler.since_sleep()
+    }
+
+    /// Returns the statistics gathered since the last call and starts afresh.
+    pub fn take_stats(&mut self) -> TrainStats {
+        let fresh = TrainStats {
+            layers: vec![LayerStats::default(); self.stats.layers.len()],
+            ..Default::default()
+        };
+        std::mem::replace(&mut self.stats, fresh)
+    }
+
+    /// Learns one labelled sample under the configured schedule: interleaved, a positive and a
+    /// negative update; sleep, a positive (wake) update and the sample kept for replay. With
+    /// `predict`, first classifies it with the current model (test-then-train).
+    pub fn learn(
+        &mut self,
+        features: &[f32],
+        label: usize,
+        predict: bool,
+    ) -> Result<LearnOutcome, FfError> {
+        self.model.check_features(features)?;
+        self.model.check_label(label)?;
+        Ok(self.learn_unchecked(features, label, predict))
+    }
+
+    /// [`Trainer::learn`] for input that has already been validated (e.g. a service's
+    /// `ValidatedBatch`). Out-of-range input here is a caller bug and may panic.
+    pub fn learn_unchecked(
+        &mut self,
+        features: &[f32],
+        label: usize,
+        predict: bool,
+    ) -> LearnOutcome {
+        let interleaved = self.config.schedule.mode == ScheduleMode::Interleaved;
+        let slots = self.prepare(features, label, true, interleaved, predict);
+        self.update(&slots);
+        if self.config.train_head {
+            if let Some(n) = slots.neutral {
+                self.model.gather_head_input(&mut self.ws, n);
+                let loss = self.model.head.train_step(
+                    &self.ws.head_in,
+                    label,
+                    self.config.head_lr,
+                    &mut self.ws.probs,
+                );
+                self.stats.head_loss_sum += f64::from(loss);
+                self.stats.head_count += 1;
+            }
+        }
+        if self.replay.capacity() > 0 {
+            self.replay.push(features, label);
+        }
+        self.samples += 1;
+        if !interleaved {
+            self.scheduler.record_wake();
+        }
+        LearnOutcome {
+            predicted: slots.predicted,
+            sleep_due: self.sleep_due(),
+        }
+    }
+
+    /// The sleep phase: negative-only updates built from the replay buffer with the current
+    /// model, the most recent samples first in line. Resets the wake counter.
+    pub fn sleep(&mut self) -> SleepReport {
+        let wanted = match self.config.schedule.negatives_per_sleep {
+            0 => self.scheduler.since_sleep(),
+            n => n,
+        };
+        let n = if self.replay.is_empty() { 0 } else { wanted };
+        for i in 0..n {
+            // Oldest of the recent window first, cycling if more negatives than samples.
+            let back = (n - 1 - i) % self.replay.len();
+            let label = match self.replay.recent(back) {
+                Some((x, y)) => {
+                    self.replayed.copy_from_slice(x);
+                    y
+                }
+                None => continue,
+            };
+            let features = std::mem::take(&mut self.replayed);
+            let slots = self.prepare(&features, label, false, true, false);
+            self.replayed = features;
+            self.update(&slots);
+        }
+        self.scheduler.slept();
+        SleepReport { negatives: n }
+    }
+
+    /// Runs the forward passes a step needs and picks the negative.
+    fn prepare(
+        &mut self,
+        x: &[f32],
+        y: usize,
+        positive: bool,
+        negative: bool,
+        predict: bool,
+    ) -> Slots {
+        let classes = self.model.config().classes;
+        let cfg = &self.config;
+        let ws = &mut self.ws;
+        let model = &self.model;
+        ws.clear();
+
+        if cfg.negatives == NegativeStrategy::Hybrid {
+            // Unsupervised: both passes carry the neutral label; the negative mixes `x` with
+            // another real sample from the replay buffer (or itself, before any exists).
+            model.forward(ws, 0, x, &[LabelInput::Neutral]);
+            let predicted = predict.then(|| {
+                model.head_scores(ws, 0);
+                argmax(&ws.scores)
+            });
+            let mut negative_slot = None;
+            if negative {
+                let other = if self.replay.is_empty() {
+                    x
+                } else {
+                    let i = rand::Rng::gen_range(&mut self.rng, 0..self.replay.len());
+                    self.replay.recent(i).map_or(x, |r| r.0)
+                };
+                self.mask.draw(&mut self.rng, &mut self.mask_buf);
+                negatives::mix(&self.mask_buf, x, other, &mut self.hybrid);
+                model.forward(ws, 1, &self.hybrid, &[LabelInput::Neutral]);
+                negative_slot = Some(1);
+            }
+            return Slots {
+                positive: positive.then_some(0),
+                negative: negative_slot,
+                neutral: positive.then_some(0),
+                predicted,
+            };
+        }
+
+        let wants_probs = predict || (negative && cfg.negatives == NegativeStrategy::Hard);
+        let all_labels = wants_probs && cfg.classifier == Classifier::Goodness;
+        let neutral_needed =
+            (positive && cfg.train_head) || (wants_probs && cfg.classifier == Classifier::Softmax);
+        if all_labels {
+            let mut labels = std::mem::take(&mut ws.labels);
+            labels.clear();
+            labels.extend((0..classes).map(LabelInput::Class));
+            model.forward(ws, 0, x, &labels);
+            ws.labels = labels;
+            model.goodness_scores(ws, 0);
+        }
+        let neutral = neutral_needed.then(|| {
+            let slot = ws.slots;
+            model.forward(ws, 0, x, &[LabelInput::Neutral]);
+            if cfg.classifier == Classifier::Softmax && wants_probs {
+                model.head_scores(ws, slot);
+            }
+            slot
+        });
+        let predicted = predict.then(|| argmax(&ws.scores));
+        let slot_for = |ws: &mut Workspace, label: usize| {
+            if all_labels {
+                label
+            } else {
+                let slot = ws.slots;
+                model.forward(ws, 0, x, &[LabelInput::Class(label)]);
+                slot
+            }
+        };
+        let positive_slot = positive.then(|| slot_for(ws, y));
+        let negative_slot = negative.then(|| {
+            let wrong = match cfg.negatives {
+                NegativeStrategy::Hard => negatives::hard_wrong_label(&ws.probs, y, &mut self.rng),
+                _ => negatives::random_wrong_label(classes, y, &mut self.rng),
+            };
+            slot_for(ws, wrong)
+        });
+        Slots {
+            positive: positive_slot,
+            negative: negative_slot,
+            neutral,
+            predicted,
+        }
+    }
+
+    /// Applies each layer's local update for the chosen slots.
+    fn update(&mut self, slots: &Slots) {
+        let lr = self.config.optimiser.lr * self.config.optimiser.schedule.factor(self.samples);
+        let opt = &self.config.optimiser;
+        let ws = &mut self.ws;
+        let model = &mut self.model;
+        for l in 0..model.layers.len() {
+            let m = model.layers[l].outputs();
+            let n = model.layers[l].inputs();
+            let stats = &mut self.stats.layers[l];
+            let state = &mut self.states[l];
+            let mut count = 0;
+            for (i, slot, polarity) in [
+                (0, slots.positive, Polarity::Positive),
+                (1, slots.negative, Polarity::Negative),
+            ] {
+                let Some(slot) = slot else { continue };
+                let h = &ws.h[l][slot * m..(slot + 1) * m];
+                let dz = &mut ws.dz[i][l];
+                let (g, loss) = model.layers[l].local_gradient(h, polarity, dz);
+                stats.loss_sum += f64::from(loss);
+                match polarity {
+                    Polarity::Positive => {
+                        stats.positive_goodness_sum += f64::from(g);
+                        stats.positive_count += 1;
+                        state.observe_positive(h, opt.peer_decay);
+                        state.add_peer_term(opt.peer_norm, dz);
+                    }
+                    Polarity::Negative => {
+                        stats.negative_goodness_sum += f64::from(g);
+                        stats.negative_count += 1;
+                    }
+                }
+                if l == 0 {
+                    let mut buf = std::mem::take(&mut ws.input0[i]);
+                    model.layer0_input(ws, slot, &mut buf);
+                    ws.input0[i] = buf;
+                }
+                count += 1;
+            }
+            if count == 0 {
+                continue;
+            }
+            let input = |i: usize, slot: usize| -> &[f32] {
+                if l == 0 {
+                    &ws.input0[i]
+                } else {
+                    &ws.h_norm[l - 1][slot * n..(slot + 1) * n]
+                }
+            };
+            let mut terms: [Option<Term<'_>>; 2] = [None, None];
+            if let Some(s) = slots.positive {
+                terms[0] = Some(Term {
+                    dz: &ws.dz[0][l],
+                    input: input(0, s),
+                });
+            }
+            if let Some(s) = slots.negative {
+                terms[1] = Some(Term {
+                    dz: &ws.dz[1][l],
+                    input: input(1, s),
+                });
+            }
+            match terms {
+                [Some(a), Some(b)] => model.layers[l].apply(state, opt, lr, &[a, b]),
+                [Some(a), None] | [None, Some(a)] => model.layers[l].apply(state, opt, lr, &[a]),
+                [None, None] => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ff::network::NetworkConfig;
+
+    fn toy(config: TrainConfig, seed: u64) -> Trainer {
+        let net = NetworkConfig {
+            inputs: 8,
+            classes: 3,
+            hidden: vec![16, 12],
+            ..Default::default()
+        };
+        let model = Model::new(net, &mut StdRng::seed_from_u64(seed)).expect("valid config");
+        Trainer::new(model, config, seed).expect("valid config")
+    }
+
+    fn sample(i: usize) -> (Vec<f32>, usize) {
+        let y = i % 3;
+        let x = (0..8)
+            .map(|j| {
+                if j % 3 == y {
+                    1.0
+                } else {
+                    0.1 * ((i + j) % 5) as f32
+                }
+            })
+            .collect();
+        (x, y)
+    }
+
+    /// Updating layer 2 never changes layer 1: a step whose only non-zero gradient is in the
+    /// top layer leaves the bottom layer's weights bit-identical.
+    #[test]
+    fn no_gradient_crosses_layers() {
+        let mut t = toy(TrainConfig::default(), 1);
+        let before = t.model.layers[0].clone();
+        let (x, y) = sample(0);
+        let slots = t.prepare(&x, y, true, true, false);
+        // Zero the bottom layer's loss by making it indifferent: run the update with the
+        // bottom layer frozen and check the top layer changed while the bottom did not.
+        let lr = t.config.optimiser.lr;
+        let opt = t.config.optimiser.clone();
+        let top = t.model.layers.len() - 1;
+        let (m, n) = (t.model.layers[top].outputs(), t.model.layers[top].inputs());
+        let s = slots.positive.expect("positive slot");
+        let h = t.ws.h[top][s * m..(s + 1) * m].to_vec();
+        let mut dz = vec![0.0; m];
+        t.model.layers[top].local_gradient(&h, Polarity::Positive, &mut dz);
+        let input = t.ws.h_norm[top - 1][s * n..(s + 1) * n].to_vec();
+        let top_before = t.model.layers[top].clone();
+        t.model.layers[top].apply(
+            &mut t.states[top],
+            &opt,
+            lr,
+            &[Term {
+                dz: &dz,
+                input: &input,
+            }],
+        );
+        assert_eq!(t.model.layers[0], before);
+        assert_ne!(t.model.layers[top], top_before);
+    }
+
+    /// The bottom layer's update does not depend on anything above it: with random negatives
+    /// (so the upper layers cannot influence the choice) two models that differ only in their
+    /// top layer make bit-identical changes to their bottom layer.
+    #[test]
+    fn bottom_update_ignores_upper_layers() {
+        let config = TrainConfig {
+            negatives: NegativeStrategy::Random,
+            ..Default::default()
+        };
+        let mut a = toy(config, 4);
+        let mut b = a.clone();
+        for w in b.model.layers[1].weight.iter_mut() {
+            *w = -*w * 0.5;
+        }
+        for i in 0..5 {
+            let (x, y) = sample(i);
+            a.learn(&x, y, false).expect("valid sample");
+            b.learn(&x, y, false).expect("valid sample");
+        }
+        assert_eq!(a.model.layers[0], b.model.layers[0]);
+        assert_ne!(a.model.layers[1], b.model.layers[1]);
+    }
+
+    #[test]
+    fn sleep_schedule_asks_for_sleep_and_sleeps() {
+        let config = TrainConfig {
+            schedule: ScheduleConfig {
+                mode: ScheduleMode::Sleep,
+                sleep_every: 4,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut t = toy(config, 2);
+        let mut dues = 0;
+        for i in 0..12 {
+            let (x, y) = sample(i);
+            if t.learn(&x, y, true).expect("valid sample").sleep_due {
+                dues += 1;
+                let before = t.model.layers[1].clone();
+                let report = t.sleep();
+                assert_eq!(report.negatives, 4);
+                assert_ne!(t.model.layers[1], before);
+                assert!(!t.sleep_due());
+            }
+        }
+        assert_eq!(dues, 3);
+        let stats = t.take_stats();
+        assert_eq!(stats.layers[0].positive_count, 12);
+        assert_eq!(stats.layers[0].negative_count, 12);
+    }
+
+    #[test]
+    fn rejects_bad_samples_without_learning() {
+        let mut t = toy(TrainConfig::default(), 3);
+        let before = t.model.clone();
+        assert!(matches!(
+            t.learn(&[0.0; 7], 0, false),
+            Err(FfError::Shape { .. })
+        ));
+        assert!(matches!(
+            t.learn(&[0.0; 8], 3, false),
+            Err(FfError::Label { label: 3, .. })
+        ));
+        assert_eq!(t.model, before);
+        assert_eq!(t.samples_learned(), 0);
+    }
+}

@@ -1,0 +1,19 @@
+//! ffd: a streaming Forward-Forward learning service.
+//!
+//! # Layout
+//! - [`ff`]: the engine. Pure and synchronous (ndarray, rand, serde only): layers that learn from
+//!   their own goodness, the optimiser, negatives, classification, the wake/sleep schedule and
+//!   the `Trainer` that applies it. A library user can train with it directly.
+//! - [`data`]: MNIST IDX files, gzipped or raw.
+//! - [`store`]: model files (safetensors, PyTorch `state_dict` names).
+//! - [`eval`]: offline error rate of a model on a dataset.
+//! - [`cli`]: the `ffd` subcommands.
+//!
+//! Dependencies point down: `cli → store, data, eval → ff`; `ff` imports nothing else from the
+//! crate.
+
+pub mod cli;
+pub mod data;
+pub mod eval;
+pub mod ff;
+pub mod store;
