@@ -9,13 +9,17 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ffd::data::idx::{load_mnist, Dataset};
-use ffd::ff::{Classifier, Model, NegativeStrategy, NetworkConfig, TrainConfig, Trainer, Workspace};
+use ffd::ff::{
+    Classifier, Model, NegativeStrategy, NetworkConfig, TrainConfig, Trainer, Workspace,
+};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 fn data() -> Dataset {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mnist-small");
-    load_mnist(&dir).expect("the committed MNIST subset loads").train
+    load_mnist(&dir)
+        .expect("the committed MNIST subset loads")
+        .train
 }
 
 fn trainer(hidden: &[usize], negatives: NegativeStrategy) -> Trainer {
@@ -37,8 +41,18 @@ fn learn(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(8));
     for hidden in [vec![500, 500], vec![1000, 1000, 1000]] {
-        let name = format!("784-{}", hidden.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("-"));
-        for (variant, negatives) in [("pos+neg", NegativeStrategy::Random), ("pos+neg+hard", NegativeStrategy::Hard)] {
+        let name = format!(
+            "784-{}",
+            hidden
+                .iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+                .join("-")
+        );
+        for (variant, negatives) in [
+            ("pos+neg", NegativeStrategy::Random),
+            ("pos+neg+hard", NegativeStrategy::Hard),
+        ] {
             let mut t = trainer(&hidden, negatives);
             // Warm up past the first updates so weights and sparsity look like training.
             for i in 0..500 {
@@ -68,7 +82,10 @@ fn classify(c: &mut Criterion) {
     }
     let model = t.model().clone();
     let mut ws = Workspace::new(model.config());
-    for (name, classifier) in [("goodness", Classifier::Goodness), ("softmax", Classifier::Softmax)] {
+    for (name, classifier) in [
+        ("goodness", Classifier::Goodness),
+        ("softmax", Classifier::Softmax),
+    ] {
         let mut i = 0;
         group.bench_function(BenchmarkId::new(name, "784-500-500"), |b| {
             b.iter(|| {

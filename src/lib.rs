@@ -7,13 +7,16 @@
 //! - [`data`]: MNIST IDX files, gzipped or raw.
 //! - [`store`]: model files (safetensors, PyTorch `state_dict` names).
 //! - [`eval`]: offline error rate of a model on a dataset.
+//! - [`service`]: the HTTP service (`ffd serve`): config, learner thread, learn queue, snapshots,
+//!   metrics, handlers. Everything async lives here.
 //! - [`cli`]: the `ffd` subcommands.
 //!
-//! Dependencies point down: `cli → store, data, eval → ff`; `ff` imports nothing else from the
-//! crate.
+//! Dependencies point down: `cli → service → store → ff` and `cli → data, eval → ff`; `ff`
+//! imports nothing else from the crate.
 
 pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod ff;
+pub mod service;
 pub mod store;

@@ -51,3 +51,25 @@ fn different_seed_different_weights() {
         train(2, ScheduleMode::Interleaved)
     );
 }
+
+/// Updates are applied lazily, inside the next sample's forward pass; forcing them out after
+/// every sample (by reading the model) must not change a single bit.
+#[test]
+fn deferred_updates_change_nothing() {
+    let data = common::mnist_small();
+    let net = NetworkConfig {
+        hidden: vec![500, 500],
+        ..Default::default()
+    };
+    let model = Model::new(net, &mut StdRng::seed_from_u64(3)).expect("valid config");
+    let mut a = Trainer::new(model.clone(), TrainConfig::default(), 3).expect("valid config");
+    let mut b = Trainer::new(model, TrainConfig::default(), 3).expect("valid config");
+    for i in 0..300 {
+        let (x, y) = data.train.sample(i);
+        let oa = a.learn(x, y, true).expect("valid sample");
+        let ob = b.learn(x, y, true).expect("valid sample");
+        b.model();
+        assert_eq!(oa, ob, "sample {i}");
+    }
+    assert!(a.model() == b.model());
+}

@@ -5,8 +5,8 @@ mod common;
 
 use ffd::eval::evaluate;
 use ffd::ff::{
-    Classifier, Model, NegativeStrategy, NetworkConfig, ScheduleConfig, ScheduleMode, TrainConfig,
-    Trainer,
+    Classifier, LrSchedule, Model, NegativeStrategy, NetworkConfig, ScheduleConfig, ScheduleMode,
+    TrainConfig, Trainer,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -22,6 +22,11 @@ fn train(config: TrainConfig, epochs: usize) -> f64 {
     let model = Model::new(net, &mut StdRng::seed_from_u64(1)).expect("valid config");
     let classifier = config.classifier;
     let mut trainer = Trainer::new(model, config, 1).expect("valid config");
+    // As `ffd train` does: constant rate for half the run, then linear decay to zero.
+    trainer.set_lr_schedule(LrSchedule::LinearDecay {
+        total_steps: (epochs * data.train.len()) as u64,
+        decay_start: 0.5,
+    });
     for _ in 0..epochs {
         for i in 0..data.train.len() {
             let (x, y) = data.train.sample(i);
@@ -33,8 +38,8 @@ fn train(config: TrainConfig, epochs: usize) -> f64 {
     1.0 - evaluate(trainer.model(), &data.test, classifier, 2).error_rate()
 }
 
-/// Measured 89.5 % (3 epochs, `ffd train --mnist tests/data/mnist-small --epochs 3` gives the
-/// same setup with lr decay); a model that does not learn stays near 10 %.
+/// `ffd train --mnist tests/data/mnist-small --epochs 3 --seed S` (the same setup) measured
+/// 87.5-89.4 % for seeds 1-4; a model that does not learn stays near 10 %.
 #[test]
 fn interleaved_hard_negatives_reach_85_percent() {
     let accuracy = train(TrainConfig::default(), 3);

@@ -7,7 +7,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ffd::ff::{
-    Classifier, Model, NegativeStrategy, NetworkConfig, ScheduleConfig, ScheduleMode, TrainConfig, Trainer,
+    Classifier, Model, NegativeStrategy, NetworkConfig, ScheduleConfig, ScheduleMode, TrainConfig,
+    Trainer,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -78,6 +79,10 @@ fn learning_allocates_nothing_per_sample() {
         let before = ALLOCATIONS.load(Ordering::Relaxed);
         run(50..250);
         let after = ALLOCATIONS.load(Ordering::Relaxed);
-        assert_eq!(after - before, 0, "allocations while learning with {config:?}");
+        assert_eq!(
+            after - before,
+            0,
+            "allocations while learning with {config:?}"
+        );
     }
 }

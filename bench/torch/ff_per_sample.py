@@ -8,9 +8,9 @@ h = relu(W x + b), goodness G = sum(h^2), threshold theta = layer width, softplu
 losses, label appended to the first layer's input as a one-hot of 10 extra inputs,
 every layer trained on its own local loss only, plain SGD with lr 3e-4.
 
-Per sample: one positive (true label) and one negative (wrong label) pass. The two
-are stacked as a [2, in] batch so that both see the same weights and their
-gradients are summed into one step, as the brief asks.
+Per sample: one positive (true label) and one negative (wrong label) pass, stacked as
+a [2, in] batch: both see the same weights and their gradients are summed into one
+step per layer, and each layer's weights are read once for the pair instead of twice.
 
 Variants:
   autograd            loss.backward() per layer, one torch.optim.SGD per layer.
@@ -38,7 +38,8 @@ link against (about 2.8 GB of the 4 GB venv); triton, cuda-bindings, cusolver an
 which the full `pip install torch` also pulls, are left out: nothing here needs them.
 No GPU is used; torch.cuda.is_available() is False.
 
-Run (from the repository root; about 2-3 minutes for the default set):
+Run (from the repository root; well under a minute for the default set on an idle
+machine; see README.md on measuring while other processes use the 2 cores):
 
     bench/.venv/bin/python bench/torch/ff_per_sample.py
     bench/.venv/bin/python bench/torch/ff_per_sample.py --layers 500,500 \

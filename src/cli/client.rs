@@ -33,9 +33,6 @@ pub struct ModelInfo {
     /// Samples queued for the learner.
     #[serde(default)]
     pub queue_depth: Option<u64>,
-    /// Version of the published snapshot `/classify` answers from.
-    #[serde(default)]
-    pub model_version: Option<u64>,
     /// Completed sleep phases.
     #[serde(default)]
     pub sleep_cycles: Option<u64>,
@@ -279,7 +276,7 @@ fn describe_error(
     path: &str,
 ) -> anyhow::Error {
     let hint = match status.as_u16() {
-        404 => format!(" (is {url} an ffd server? {path} not found)"),
+        404 => format!(" (no route {path}: is the URL that of an ffd server?)"),
         503 => " (the server is shutting down)".to_owned(),
         _ => String::new(),
     };
@@ -347,10 +344,26 @@ mod tests {
             "POST http://h/learn: 422 Unprocessable Entity: invalid_sample: \
              sample 3: features has 783 values, expected 784"
         );
-        let e = describe_error("GET", "http://h/v1/model", StatusCode::NOT_FOUND, b"", "/v1/model");
-        assert!(e.to_string().contains("404 Not Found (is http://h/v1/model an ffd server?"), "{e}");
+        let e = describe_error(
+            "GET",
+            "http://h/v1/model",
+            StatusCode::NOT_FOUND,
+            b"",
+            "/v1/model",
+        );
+        assert!(
+            e.to_string()
+                .contains("404 Not Found (no route /v1/model: is the URL"),
+            "{e}"
+        );
         let long = vec![b'x'; 1000];
-        let e = describe_error("POST", "http://h/learn", StatusCode::BAD_GATEWAY, &long, "/learn");
+        let e = describe_error(
+            "POST",
+            "http://h/learn",
+            StatusCode::BAD_GATEWAY,
+            &long,
+            "/learn",
+        );
         let message = e.to_string();
         assert!(message.contains("502 Bad Gateway: \"xxx"), "{message}");
         assert!(message.ends_with('…') && message.len() < 400, "{message}");

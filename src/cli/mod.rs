@@ -1,6 +1,10 @@
 //! The command line: argument types (clap) and one module per subcommand. `main.rs` parses and
 //! dispatches here; errors are reported with `anyhow` at this level only.
 
+mod client;
+pub mod healthcheck;
+pub mod replay;
+pub mod serve;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -18,11 +22,20 @@ pub struct Cli {
 pub enum Command {
     /// Train offline on MNIST and evaluate on its test set.
     Train(train::TrainArgs),
+    /// Run the HTTP service: learn from /learn, answer /classify, export /metrics.
+    Serve(serve::ServeArgs),
+    /// Stream MNIST to a running server, then classify its test set through the server.
+    Replay(replay::ReplayArgs),
+    /// Exit 0 if a server answers /healthz with 200 (for Docker's HEALTHCHECK).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Replay(args) => replay::run(args),
+        Command::Healthcheck(args) => healthcheck::run(args),
     }
 }

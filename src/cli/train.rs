@@ -84,9 +84,15 @@ pub struct TrainArgs {
     /// Layer threshold as a multiple of its width.
     #[arg(long, default_value_t = NetworkConfig::default().threshold_scale)]
     pub threshold_scale: f32,
+    /// First layer (0-based) whose goodness counts for classification (the paper: 1).
+    #[arg(long, default_value_t = NetworkConfig::default().score_from_layer)]
+    pub score_from_layer: usize,
     /// Logistic temperature of every layer's goodness.
     #[arg(long, default_value_t = NetworkConfig::default().temperature)]
     pub temperature: f32,
+    /// Temperature of the distribution hard negatives are drawn from.
+    #[arg(long, default_value_t = TrainConfig::default().negative_temperature)]
+    pub negative_temperature: f32,
     /// Learning rate of the softmax head.
     #[arg(long, default_value_t = TrainConfig::default().head_lr)]
     pub head_lr: f32,
@@ -145,6 +151,7 @@ impl TrainArgs {
             label_strength: self.label_strength,
             threshold_scale: self.threshold_scale,
             temperature: self.temperature,
+            score_from_layer: self.score_from_layer,
             ..Default::default()
         };
         let classifier = match self.classifier {
@@ -184,6 +191,7 @@ impl TrainArgs {
             classifier,
             train_head: classifier == Classifier::Softmax,
             head_lr: self.head_lr,
+            negative_temperature: self.negative_temperature,
         };
         (net, train)
     }
@@ -252,15 +260,21 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         bar.set_position((epoch * train.len()) as u64);
         let stats = trainer.take_stats();
         let loss: f64 = stats.layers.iter().map(|l| l.loss()).sum();
+        let goodness: Vec<String> = stats
+            .layers
+            .iter()
+            .map(|l| format!("{:.0}/{:.0}", l.positive_goodness(), l.negative_goodness()))
+            .collect();
         let eval = evaluate(trainer.model(), test, classifier, args.threads);
         last_error = eval.error_rate();
         let rate = train.len() as f64 / epoch_seconds;
         bar.suspend(|| {
             eprintln!(
-                "epoch {epoch}: train loss {loss:.4}, test error {:.2}% ({}/{}), {rate:.0} samples/s",
+                "epoch {epoch}: train loss {loss:.4}, test error {:.2}% ({}/{}), {rate:.0} samples/s, goodness +/- {}",
                 100.0 * last_error,
                 eval.errors,
-                eval.total
+                eval.total,
+                goodness.join(" ")
             )
         });
         curve.push(json!({"epoch": epoch, "train_loss": loss, "test_error": last_error, "samples_per_second": rate}));

@@ -235,7 +235,8 @@ mod tests {
         m.predict_unchecked(&mut ws, &x, Classifier::Goodness);
         for c in 0..4 {
             let mut raw: Vec<f32> = x.clone();
-            raw.extend((0..4).map(|k| if k == c { 1.0 } else { 0.0 }));
+            let s = m.config().label_strength;
+            raw.extend((0..4).map(|k| if k == c { s } else { 0.0 }));
             let mut xn = vec![0.0; 20];
             kernel::rms_normalise(&raw, m.config().eps, &mut xn);
             let mut h = vec![0.0; 12];

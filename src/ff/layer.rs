@@ -128,59 +128,65 @@ impl Layer {
         lr: f32,
         terms: &[Term<'_>],
     ) {
-        let (n, m) = (self.inputs(), self.outputs());
-        debug_assert!(!terms.is_empty() && terms.len() <= 2);
         let (t0, t1) = match terms {
             [a] => (*a, None),
             [a, b] => (*a, Some(*b)),
             _ => return,
         };
+        for j in 0..self.outputs() {
+            self.apply_row(j, state, config, lr, t0, t1);
+        }
+    }
+
+    /// [`Layer::apply`] for unit `j` only; returns the updated row and bias, still hot in cache
+    /// for the next forward pass.
+    #[inline]
+    pub(crate) fn apply_row(
+        &mut self,
+        j: usize,
+        state: &mut LayerState,
+        config: &OptimiserConfig,
+        lr: f32,
+        t0: Term<'_>,
+        t1: Option<Term<'_>>,
+    ) -> (&[f32], f32) {
+        let n = self.inputs();
         let w = self
             .weight
             .as_slice_mut()
             .expect("layer weights are kept in standard layout");
-        let b = self.bias.as_slice_mut().expect("a 1-d array is contiguous");
-        let wd = config.weight_decay;
+        let row = &mut w[j * n..(j + 1) * n];
+        let bias = &mut self.bias[j];
+        let (a, c, y) = match t1 {
+            Some(t) => (t0.dz[j], t.dz[j], t.input),
+            None => (t0.dz[j], 0.0, t0.input),
+        };
         if config.momentum > 0.0 {
             let beta = config.momentum;
-            let (vw, vb) = (&mut state.velocity_weight, &mut state.velocity_bias);
-            for j in 0..m {
-                let (a, c, y) = match t1 {
-                    Some(t) => (t0.dz[j], t.dz[j], t.input),
-                    None => (t0.dz[j], 0.0, t0.input),
-                };
-                kernel::momentum_row2(
-                    &mut w[j * n..(j + 1) * n],
-                    &mut vw[j * n..(j + 1) * n],
-                    beta,
-                    lr,
-                    wd,
-                    a,
-                    t0.input,
-                    c,
-                    y,
-                );
-                vb[j] = beta * vb[j] + a + c;
-                b[j] -= lr * vb[j];
-            }
+            kernel::momentum_row2(
+                row,
+                &mut state.velocity_weight[j * n..(j + 1) * n],
+                beta,
+                lr,
+                config.weight_decay,
+                a,
+                t0.input,
+                c,
+                y,
+            );
+            let vb = &mut state.velocity_bias[j];
+            *vb = beta * *vb + a + c;
+            *bias -= lr * *vb;
         } else {
-            let decay = 1.0 - lr * wd;
-            for j in 0..m {
-                let row = &mut w[j * n..(j + 1) * n];
-                let a = lr * t0.dz[j];
-                match t1 {
-                    Some(t) => {
-                        let c = lr * t.dz[j];
-                        kernel::update_row2(row, decay, a, t0.input, c, t.input);
-                        b[j] -= a + c;
-                    }
-                    None => {
-                        kernel::update_row1(row, decay, a, t0.input);
-                        b[j] -= a;
-                    }
-                }
+            let decay = 1.0 - lr * config.weight_decay;
+            if t1.is_some() {
+                kernel::update_row2(row, decay, lr * a, t0.input, lr * c, y);
+            } else {
+                kernel::update_row1(row, decay, lr * a, t0.input);
             }
+            *bias -= lr * (a + c);
         }
+        (row, *bias)
     }
 }
 

@@ -273,78 +273,14 @@ impl Model {
         features: &[f32],
         labels: &[LabelInput],
     ) {
-        let first = ws.slots;
-        let k = labels.len();
-        debug_assert!(first + k <= ws.capacity);
-        let cfg = &self.config;
-        let (off, c, s) = (cfg.label_offset(), cfg.classes, cfg.label_strength);
-        let n0 = cfg.input_width();
-
-        // The shared input: features with the label slots zeroed.
-        let u = &mut ws.u[group];
-        match cfg.label_placement {
-            LabelPlacement::Append => {
-                u[..cfg.inputs].copy_from_slice(features);
-                u[off..off + c].fill(0.0);
-            }
-            LabelPlacement::Overwrite => {
-                u.copy_from_slice(features);
-                u[..c].fill(0.0);
-            }
-        }
-        let u_sq = kernel::dot(u, u);
-        for (i, label) in labels.iter().enumerate() {
-            let label_sq = match label {
-                LabelInput::Class(_) => s * s,
-                LabelInput::Neutral => s * s / c as f32,
-            };
-            ws.slot_label[first + i] = *label;
-            ws.slot_group[first + i] = group;
-            ws.slot_rms[first + i] = kernel::rms(u_sq + label_sq, n0, cfg.eps);
-        }
-
-        // Layer 1: one dot product per unit, then a column add per label.
-        let l0 = &self.layers[0];
-        let m0 = l0.outputs();
-        let b0 = l0.bias.as_slice().expect("a 1-d array is contiguous");
-        let u = &ws.u[group];
-        for (j, &bias) in b0.iter().enumerate() {
-            let row = l0.row(j);
-            let shared = kernel::dot(row, u);
-            for (i, label) in labels.iter().enumerate() {
-                let lab = match *label {
-                    LabelInput::Class(k) => s * row[off + k],
-                    LabelInput::Neutral => (s / c as f32) * row[off..off + c].iter().sum::<f32>(),
-                };
-                let z = (shared + lab) / ws.slot_rms[first + i] + bias;
-                ws.h[0][(first + i) * m0 + j] = z.max(0.0);
-            }
-        }
-        self.finish_layer(ws, 0, first, k);
-
-        // Layers 2..: every slot's normalised activity in one pass over each weight row.
-        for l in 1..self.layers.len() {
-            let layer = &self.layers[l];
-            let (n, m) = (layer.inputs(), layer.outputs());
-            let xs = &ws.h_norm[l - 1][first * n..(first + k) * n];
-            layer.forward(xs, k, &mut ws.h[l][first * m..(first + k) * m], &mut ws.tmp);
-            self.finish_layer(ws, l, first, k);
-        }
-        ws.slots = first + k;
-    }
-
-    /// Goodness and RMS-normalised activity of layer `l` for slots `first..first+k`.
-    fn finish_layer(&self, ws: &mut Workspace, l: usize, first: usize, k: usize) {
-        let m = self.layers[l].outputs();
-        for v in first..first + k {
-            let h = &ws.h[l][v * m..(v + 1) * m];
-            let g = crate::ff::goodness::Goodness::of(h);
-            ws.goodness[l][v] = g;
-            let inv = 1.0 / kernel::rms(g, m, self.config.eps);
-            for (o, &x) in ws.h_norm[l][v * m..(v + 1) * m].iter_mut().zip(h) {
-                *o = x * inv;
-            }
-        }
+        forward_rows(
+            &self.config,
+            &mut Frozen(&self.layers),
+            ws,
+            group,
+            features,
+            labels,
+        );
     }
 
     /// Writes the first layer's input for `slot` (normalised features and label) into `out`.
@@ -358,6 +294,113 @@ impl Model {
         match ws.slot_label[slot] {
             LabelInput::Class(k) => out[off + k] = s * inv,
             LabelInput::Neutral => out[off..off + c].fill(s / c as f32 * inv),
+        }
+    }
+}
+
+/// Where a forward pass gets its weight rows. A row is asked for exactly once per layer and
+/// pass, in order, right before it is used: the trainer's source applies the previous sample's
+/// pending update to the row at that moment, so the row is read from memory once for both the
+/// update and the next forward pass (batch size 1 is memory-bound).
+pub(crate) trait Rows {
+    /// Row `j` of layer `l` (`[in]`) and its bias.
+    fn row(&mut self, l: usize, j: usize) -> (&[f32], f32);
+}
+
+/// Rows of layers nobody is updating.
+pub(crate) struct Frozen<'a>(pub(crate) &'a [Layer]);
+
+impl Rows for Frozen<'_> {
+    #[inline]
+    fn row(&mut self, l: usize, j: usize) -> (&[f32], f32) {
+        let layer = &self.0[l];
+        (layer.row(j), layer.bias[j])
+    }
+}
+
+/// The forward pass behind [`Model::forward`], generic over where rows come from.
+pub(crate) fn forward_rows(
+    cfg: &NetworkConfig,
+    rows: &mut impl Rows,
+    ws: &mut Workspace,
+    group: usize,
+    features: &[f32],
+    labels: &[LabelInput],
+) {
+    let first = ws.slots;
+    let k = labels.len();
+    debug_assert!(first + k <= ws.capacity);
+    let (off, c, s) = (cfg.label_offset(), cfg.classes, cfg.label_strength);
+    let n0 = cfg.input_width();
+
+    // The shared input: features with the label slots zeroed.
+    let u = &mut ws.u[group];
+    match cfg.label_placement {
+        LabelPlacement::Append => {
+            u[..cfg.inputs].copy_from_slice(features);
+            u[off..off + c].fill(0.0);
+        }
+        LabelPlacement::Overwrite => {
+            u.copy_from_slice(features);
+            u[..c].fill(0.0);
+        }
+    }
+    let u_sq = kernel::dot(u, u);
+    for (i, label) in labels.iter().enumerate() {
+        let label_sq = match label {
+            LabelInput::Class(_) => s * s,
+            LabelInput::Neutral => s * s / c as f32,
+        };
+        ws.slot_label[first + i] = *label;
+        ws.slot_group[first + i] = group;
+        ws.slot_rms[first + i] = kernel::rms(u_sq + label_sq, n0, cfg.eps);
+    }
+
+    // Layer 1: one dot product per unit, then a column add per label.
+    let m0 = cfg.hidden[0];
+    let u = &ws.u[group];
+    for j in 0..m0 {
+        let (row, bias) = rows.row(0, j);
+        let shared = kernel::dot(row, u);
+        for (i, label) in labels.iter().enumerate() {
+            let lab = match *label {
+                LabelInput::Class(k) => s * row[off + k],
+                LabelInput::Neutral => (s / c as f32) * row[off..off + c].iter().sum::<f32>(),
+            };
+            let z = (shared + lab) / ws.slot_rms[first + i] + bias;
+            ws.h[0][(first + i) * m0 + j] = z.max(0.0);
+        }
+    }
+    finish_layer(cfg, ws, 0, first, k);
+
+    // Layers 2..: every slot's normalised activity in one pass over each weight row.
+    for l in 1..cfg.hidden.len() {
+        let (n, m) = (cfg.hidden[l - 1], cfg.hidden[l]);
+        let xs = &ws.h_norm[l - 1][first * n..(first + k) * n];
+        let h = &mut ws.h[l];
+        let tmp = &mut ws.tmp[..k];
+        for j in 0..m {
+            let (row, bias) = rows.row(l, j);
+            kernel::dot_many(row, xs, tmp);
+            for (v, &z) in tmp.iter().enumerate() {
+                h[(first + v) * m + j] = (z + bias).max(0.0);
+            }
+        }
+        finish_layer(cfg, ws, l, first, k);
+    }
+    ws.slots = first + k;
+}
+
+/// Goodness and RMS-normalised activity of layer `l` for slots `first..first+k`.
+fn finish_layer(cfg: &NetworkConfig, ws: &mut Workspace, l: usize, first: usize, k: usize) {
+    let m = cfg.hidden[l];
+    for v in first..first + k {
+        let h = &ws.h[l][v * m..(v + 1) * m];
+        let g = crate::ff::goodness::Goodness::of(h);
+        ws.goodness[l][v] = g;
+        let inv = 1.0 / kernel::rms(g, m, cfg.eps);
+        for (o, &x) in ws.h_norm[l][v * m..(v + 1) * m].iter_mut().zip(h) {
+            *o = x * inv;
         }
     }
 }

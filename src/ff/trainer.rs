@@ -12,7 +12,7 @@ use crate::ff::error::FfError;
 use crate::ff::goodness::Polarity;
 use crate::ff::layer::Term;
 use crate::ff::negatives::{self, HybridMask, NegativeStrategy};
-use crate::ff::network::{LabelInput, Model, Workspace};
+use crate::ff::network::{forward_rows, Frozen, LabelInput, Model, Rows, Workspace};
 use crate::ff::optimiser::{LayerState, OptimiserConfig};
 use crate::ff::replay::ReplayBuffer;
 use crate::ff::schedule::{ScheduleConfig, ScheduleMode, SleepScheduler};
@@ -33,6 +33,10 @@ pub struct TrainConfig {
     pub train_head: bool,
     /// Learning rate of the softmax head.
     pub head_lr: f32,
+    /// Hard negatives are drawn from `softmax(scores / τ)`; goodness scores are sums of
+    /// per-layer logits `(G − θ)/T` and very peaked at `τ = 1`, which would always pick the
+    /// single strongest competitor.
+    pub negative_temperature: f32,
 }
 
 impl Default for TrainConfig {
@@ -44,6 +48,7 @@ impl Default for TrainConfig {
             classifier: Classifier::Goodness,
             train_head: false,
             head_lr: 1e-3,
+            negative_temperature: 1.0,
         }
     }
 }
@@ -53,6 +58,12 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), FfError> {
         self.optimiser.validate()?;
         self.schedule.validate()?;
+        if !(self.negative_temperature.is_finite() && self.negative_temperature > 0.0) {
+            return Err(FfError::Config {
+                key: "negative_temperature",
+                reason: "must be a finite number > 0".into(),
+            });
+        }
         if !(self.head_lr.is_finite() && self.head_lr > 0.0) {
             return Err(FfError::Config {
                 key: "head_lr",
@@ -141,7 +152,12 @@ pub struct Trainer {
     config: TrainConfig,
     states: Vec<LayerState>,
     rng: StdRng,
-    ws: Workspace,
+    /// Two workspaces: the pending update reads one while the next forward pass fills the other.
+    ws: [Workspace; 2],
+    /// Index of the workspace the latest forward pass filled.
+    cur: usize,
+    /// The latest sample's update, computed but not yet applied (see [`Pending`]).
+    pending: Option<Pending>,
     replay: ReplayBuffer,
     scheduler: SleepScheduler,
     mask: HybridMask,
@@ -171,7 +187,9 @@ impl Trainer {
             _ => 0,
         };
         Ok(Self {
-            ws: Workspace::new(&ncfg),
+            ws: [Workspace::new(&ncfg), Workspace::new(&ncfg)],
+            cur: 0,
+            pending: None,
             replay: ReplayBuffer::new(ncfg.inputs, replay_capacity),
             scheduler: SleepScheduler::new(config.schedule.sleep_every),
             mask: HybridMask::for_inputs(ncfg.inputs),
@@ -190,13 +208,15 @@ impl Trainer {
         })
     }
 
-    /// The model being trained.
-    pub fn model(&self) -> &Model {
+    /// The model being trained, with every learned sample applied.
+    pub fn model(&mut self) -> &Model {
+        self.flush();
         &self.model
     }
 
     /// Takes the model out, ending training.
-    pub fn into_model(self) -> Model {
+    pub fn into_model(mut self) -> Model {
+        self.flush();
         self.model
     }
 
@@ -206,7 +226,8 @@ impl Trainer {
     }
 
     /// Per-layer optimiser state (momentum buffers, mean activities).
-    pub fn layer_states(&self) -> &[LayerState] {
+    pub fn layer_states(&mut self) -> &[LayerState] {
+        self.flush();
         &self.states
     }
 
@@ -268,15 +289,16 @@ impl Trainer {
     ) -> LearnOutcome {
         let interleaved = self.config.schedule.mode == ScheduleMode::Interleaved;
         let slots = self.prepare(features, label, true, interleaved, predict);
-        self.update(&slots);
+        self.stage(&slots);
         if self.config.train_head {
             if let Some(n) = slots.neutral {
-                self.model.gather_head_input(&mut self.ws, n);
+                let ws = &mut self.ws[self.cur];
+                self.model.gather_head_input(ws, n);
                 let loss = self.model.head.train_step(
-                    &self.ws.head_in,
+                    &ws.head_in,
                     label,
                     self.config.head_lr,
-                    &mut self.ws.probs,
+                    &mut ws.probs,
                 );
                 self.stats.head_loss_sum += f64::from(loss);
                 self.stats.head_count += 1;
@@ -316,13 +338,14 @@ impl Trainer {
             let features = std::mem::take(&mut self.replayed);
             let slots = self.prepare(&features, label, false, true, false);
             self.replayed = features;
-            self.update(&slots);
+            self.stage(&slots);
         }
         self.scheduler.slept();
         SleepReport { negatives: n }
     }
 
-    /// Runs the forward passes a step needs and picks the negative.
+    /// Runs the forward passes a step needs and picks the negative. The first pass also applies
+    /// the previous sample's pending update (see [`Pending`]).
     fn prepare(
         &mut self,
         x: &[f32],
@@ -332,17 +355,18 @@ impl Trainer {
         predict: bool,
     ) -> Slots {
         let classes = self.model.config().classes;
-        let cfg = &self.config;
-        let ws = &mut self.ws;
-        let model = &self.model;
-        ws.clear();
+        if self.pending.is_some() {
+            self.cur ^= 1;
+        }
+        self.ws[self.cur].clear();
 
-        if cfg.negatives == NegativeStrategy::Hybrid {
+        if self.config.negatives == NegativeStrategy::Hybrid {
             // Unsupervised: both passes carry the neutral label; the negative mixes `x` with
             // another real sample from the replay buffer (or itself, before any exists).
-            model.forward(ws, 0, x, &[LabelInput::Neutral]);
+            self.forward(0, x, &[LabelInput::Neutral]);
             let predicted = predict.then(|| {
-                model.head_scores(ws, 0);
+                let ws = &mut self.ws[self.cur];
+                self.model.head_scores(ws, 0);
                 argmax(&ws.scores)
             });
             let mut negative_slot = None;
@@ -355,7 +379,9 @@ impl Trainer {
                 };
                 self.mask.draw(&mut self.rng, &mut self.mask_buf);
                 negatives::mix(&self.mask_buf, x, other, &mut self.hybrid);
-                model.forward(ws, 1, &self.hybrid, &[LabelInput::Neutral]);
+                let hybrid = std::mem::take(&mut self.hybrid);
+                self.forward(1, &hybrid, &[LabelInput::Neutral]);
+                self.hybrid = hybrid;
                 negative_slot = Some(1);
             }
             return Slots {
@@ -366,43 +392,45 @@ impl Trainer {
             };
         }
 
-        let wants_probs = predict || (negative && cfg.negatives == NegativeStrategy::Hard);
-        let all_labels = wants_probs && cfg.classifier == Classifier::Goodness;
-        let neutral_needed =
-            (positive && cfg.train_head) || (wants_probs && cfg.classifier == Classifier::Softmax);
+        let (classifier, strategy) = (self.config.classifier, self.config.negatives);
+        let wants_probs = predict || (negative && strategy == NegativeStrategy::Hard);
+        let all_labels = wants_probs && classifier == Classifier::Goodness;
+        let neutral_needed = (positive && self.config.train_head)
+            || (wants_probs && classifier == Classifier::Softmax);
         if all_labels {
-            let mut labels = std::mem::take(&mut ws.labels);
+            let mut labels = std::mem::take(&mut self.ws[self.cur].labels);
             labels.clear();
             labels.extend((0..classes).map(LabelInput::Class));
-            model.forward(ws, 0, x, &labels);
-            ws.labels = labels;
-            model.goodness_scores(ws, 0);
+            self.forward(0, x, &labels);
+            self.ws[self.cur].labels = labels;
+            self.model.goodness_scores(&mut self.ws[self.cur], 0);
         }
         let neutral = neutral_needed.then(|| {
-            let slot = ws.slots;
-            model.forward(ws, 0, x, &[LabelInput::Neutral]);
-            if cfg.classifier == Classifier::Softmax && wants_probs {
-                model.head_scores(ws, slot);
+            let slot = self.ws[self.cur].slots;
+            self.forward(0, x, &[LabelInput::Neutral]);
+            if classifier == Classifier::Softmax && wants_probs {
+                self.model.head_scores(&mut self.ws[self.cur], slot);
             }
             slot
         });
-        let predicted = predict.then(|| argmax(&ws.scores));
-        let slot_for = |ws: &mut Workspace, label: usize| {
-            if all_labels {
-                label
-            } else {
-                let slot = ws.slots;
-                model.forward(ws, 0, x, &[LabelInput::Class(label)]);
-                slot
-            }
-        };
-        let positive_slot = positive.then(|| slot_for(ws, y));
+        let predicted = predict.then(|| argmax(&self.ws[self.cur].scores));
+        let positive_slot = positive.then(|| self.slot_for(all_labels, x, y));
         let negative_slot = negative.then(|| {
-            let wrong = match cfg.negatives {
-                NegativeStrategy::Hard => negatives::hard_wrong_label(&ws.probs, y, &mut self.rng),
+            let wrong = match strategy {
+                NegativeStrategy::Hard => {
+                    let ws = &mut self.ws[self.cur];
+                    if self.config.negative_temperature != 1.0 {
+                        let t = self.config.negative_temperature;
+                        for (p, &s) in ws.probs.iter_mut().zip(&ws.scores) {
+                            *p = s / t;
+                        }
+                        crate::ff::classify::softmax_in_place(&mut ws.probs);
+                    }
+                    negatives::hard_wrong_label(&ws.probs, y, &mut self.rng)
+                }
                 _ => negatives::random_wrong_label(classes, y, &mut self.rng),
             };
-            slot_for(ws, wrong)
+            self.slot_for(all_labels, x, wrong)
         });
         Slots {
             positive: positive_slot,
@@ -412,18 +440,59 @@ impl Trainer {
         }
     }
 
-    /// Applies each layer's local update for the chosen slots.
-    fn update(&mut self, slots: &Slots) {
+    /// The slot holding `x` with `label`: already there after an all-labels pass, else a pass.
+    fn slot_for(&mut self, all_labels: bool, x: &[f32], label: usize) -> usize {
+        if all_labels {
+            label
+        } else {
+            let slot = self.ws[self.cur].slots;
+            self.forward(0, x, &[LabelInput::Class(label)]);
+            slot
+        }
+    }
+
+    /// One forward pass into the current workspace. If an update is pending, it is applied
+    /// row by row inside this pass, each row just before the pass reads it.
+    fn forward(&mut self, group: usize, x: &[f32], labels: &[LabelInput]) {
+        let (first, second) = self.ws.split_at_mut(1);
+        let (cur, prev) = if self.cur == 0 {
+            (&mut first[0], &second[0])
+        } else {
+            (&mut second[0], &first[0])
+        };
+        match self.pending.take() {
+            Some(pending) => {
+                let mut rows = Updating {
+                    layers: &mut self.model.layers,
+                    states: &mut self.states,
+                    optimiser: &self.config.optimiser,
+                    ws: prev,
+                    pending,
+                };
+                forward_rows(&self.model.config, &mut rows, cur, group, x, labels);
+            }
+            None => forward_rows(
+                &self.model.config,
+                &mut Frozen(&self.model.layers),
+                cur,
+                group,
+                x,
+                labels,
+            ),
+        }
+    }
+
+    /// Computes each layer's local gradient for the chosen slots and leaves the update pending.
+    fn stage(&mut self, slots: &Slots) {
+        debug_assert!(self.pending.is_none());
         let lr = self.config.optimiser.lr * self.config.optimiser.schedule.factor(self.samples);
         let opt = &self.config.optimiser;
-        let ws = &mut self.ws;
-        let model = &mut self.model;
+        let ws = &mut self.ws[self.cur];
+        let model = &self.model;
         for l in 0..model.layers.len() {
             let m = model.layers[l].outputs();
-            let n = model.layers[l].inputs();
             let stats = &mut self.stats.layers[l];
             let state = &mut self.states[l];
-            let mut count = 0;
             for (i, slot, polarity) in [
                 (0, slots.positive, Polarity::Positive),
                 (1, slots.negative, Polarity::Negative),
@@ -450,37 +519,92 @@ impl Trainer {
                     model.layer0_input(ws, slot, &mut buf);
                     ws.input0[i] = buf;
                 }
-                count += 1;
-            }
-            if count == 0 {
-                continue;
-            }
-            let input = |i: usize, slot: usize| -> &[f32] {
-                if l == 0 {
-                    &ws.input0[i]
-                } else {
-                    &ws.h_norm[l - 1][slot * n..(slot + 1) * n]
-                }
-            };
-            let mut terms: [Option<Term<'_>>; 2] = [None, None];
-            if let Some(s) = slots.positive {
-                terms[0] = Some(Term {
-                    dz: &ws.dz[0][l],
-                    input: input(0, s),
-                });
-            }
-            if let Some(s) = slots.negative {
-                terms[1] = Some(Term {
-                    dz: &ws.dz[1][l],
-                    input: input(1, s),
-                });
-            }
-            match terms {
-                [Some(a), Some(b)] => model.layers[l].apply(state, opt, lr, &[a, b]),
-                [Some(a), None] | [None, Some(a)] => model.layers[l].apply(state, opt, lr, &[a]),
-                [None, None] => {}
             }
         }
+        if slots.positive.is_some() || slots.negative.is_some() {
+            self.pending = Some(Pending {
+                positive: slots.positive,
+                negative: slots.negative,
+                lr,
+            });
+        }
+    }
+
+    /// Applies the pending update, if any, in a pass of its own.
+    fn flush(&mut self) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let mut rows = Updating {
+            layers: &mut self.model.layers,
+            states: &mut self.states,
+            optimiser: &self.config.optimiser,
+            ws: &self.ws[self.cur],
+            pending,
+        };
+        for (l, &m) in self.model.config.hidden.iter().enumerate() {
+            for j in 0..m {
+                rows.row(l, j);
+            }
+        }
+    }
+}
+
+/// An update whose gradients are computed (in the workspace that holds its forward pass) but
+/// not yet applied. Batch size 1 is memory-bound: applying it inside the next sample's first
+/// forward pass touches each weight row once for both, instead of twice. The arithmetic and its
+/// order are unchanged, so results are bit-identical to applying it at once; anything that
+/// reads the weights from outside (`model()`, `sleep`'s callers, snapshots) flushes it first.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    positive: Option<usize>,
+    negative: Option<usize>,
+    lr: f32,
+}
+
+/// Rows that get the pending update applied as the forward pass reaches them.
+struct Updating<'a> {
+    layers: &'a mut [crate::ff::layer::Layer],
+    states: &'a mut [LayerState],
+    optimiser: &'a OptimiserConfig,
+    ws: &'a Workspace,
+    pending: Pending,
+}
+
+impl Rows for Updating<'_> {
+    #[inline]
+    fn row(&mut self, l: usize, j: usize) -> (&[f32], f32) {
+        let ws = self.ws;
+        let n = self.layers[l].inputs();
+        let input = |i: usize, slot: usize| -> &[f32] {
+            if l == 0 {
+                &ws.input0[i]
+            } else {
+                &ws.h_norm[l - 1][slot * n..(slot + 1) * n]
+            }
+        };
+        let term = |i: usize, slot: Option<usize>| {
+            slot.map(|s| Term {
+                dz: &ws.dz[i][l],
+                input: input(i, s),
+            })
+        };
+        let (t0, t1) = match (
+            term(0, self.pending.positive),
+            term(1, self.pending.negative),
+        ) {
+            (Some(a), b) => (a, b),
+            (None, Some(b)) => (b, None),
+            (None, None) => return (self.layers[l].row(j), self.layers[l].bias[j]),
+        };
+        self.layers[l].apply_row(
+            j,
+            &mut self.states[l],
+            self.optimiser,
+            self.pending.lr,
+            t0,
+            t1,
+        )
     }
 }
 
@@ -529,10 +653,10 @@ mod tests {
         let top = t.model.layers.len() - 1;
         let (m, n) = (t.model.layers[top].outputs(), t.model.layers[top].inputs());
         let s = slots.positive.expect("positive slot");
-        let h = t.ws.h[top][s * m..(s + 1) * m].to_vec();
+        let h = t.ws[t.cur].h[top][s * m..(s + 1) * m].to_vec();
         let mut dz = vec![0.0; m];
         t.model.layers[top].local_gradient(&h, Polarity::Positive, &mut dz);
-        let input = t.ws.h_norm[top - 1][s * n..(s + 1) * n].to_vec();
+        let input = t.ws[t.cur].h_norm[top - 1][s * n..(s + 1) * n].to_vec();
         let top_before = t.model.layers[top].clone();
         t.model.layers[top].apply(
             &mut t.states[top],
@@ -568,6 +692,46 @@ mod tests {
         }
         assert_eq!(a.model.layers[0], b.model.layers[0]);
         assert_ne!(a.model.layers[1], b.model.layers[1]);
+    }
+
+    /// Applying each update inside the next sample's forward pass gives bit-identical weights
+    /// to applying it at once (reading `model()` after every sample forces the latter).
+    #[test]
+    fn fused_updates_equal_immediate_updates() {
+        for mode in [ScheduleMode::Interleaved, ScheduleMode::Sleep] {
+            for momentum in [0.0, 0.9] {
+                let config = TrainConfig {
+                    schedule: ScheduleConfig {
+                        mode,
+                        sleep_every: 3,
+                        ..Default::default()
+                    },
+                    optimiser: OptimiserConfig {
+                        momentum,
+                        ..Default::default()
+                    },
+                    train_head: true,
+                    ..Default::default()
+                };
+                let mut fused = toy(config.clone(), 8);
+                let mut immediate = toy(config, 8);
+                for i in 0..40 {
+                    let (x, y) = sample(i);
+                    let a = fused.learn(&x, y, true).expect("valid sample");
+                    let b = immediate.learn(&x, y, true).expect("valid sample");
+                    immediate.model();
+                    assert_eq!(a, b);
+                    if a.sleep_due {
+                        fused.sleep();
+                        immediate.sleep();
+                        immediate.model();
+                    }
+                }
+                assert!(fused.pending.is_some());
+                assert_eq!(fused.model(), immediate.model());
+                assert_eq!(fused.layer_states(), immediate.layer_states());
+            }
+        }
     }
 
     #[test]

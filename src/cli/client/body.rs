@@ -112,7 +112,10 @@ mod tests {
         assert_eq!(body.samples[1].features, data.sample(3).0);
         assert!(body.samples.iter().all(|s| s.label.is_none()));
         let text = String::from_utf8(bytes).unwrap();
-        assert!(text.starts_with("{\"samples\":[{\"features\":[0,"), "{text}");
+        assert!(
+            text.starts_with("{\"samples\":[{\"features\":[0,"),
+            "{text}"
+        );
         assert!(!text.contains("label"), "{text}");
     }
 

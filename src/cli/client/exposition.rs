@@ -80,7 +80,10 @@ ffd_http_requests_total{route="/classify",status="200"}	5
 
     #[test]
     fn sums_labelled_series_and_ignores_timestamps() {
-        assert_eq!(metric_sum(SCRAPE, "ffd_samples_learned_total"), Some(1500.0));
+        assert_eq!(
+            metric_sum(SCRAPE, "ffd_samples_learned_total"),
+            Some(1500.0)
+        );
         // Quoted `}` and escaped quotes in a label value; a tab before the value.
         assert_eq!(metric_sum(SCRAPE, "ffd_http_requests_total"), Some(14.0));
     }

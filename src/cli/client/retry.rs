@@ -53,7 +53,11 @@ impl RetryPolicy {
         if status != TOO_MANY_REQUESTS {
             return Decision::Fail;
         }
-        let Some(left) = self.patience.checked_sub(refused_for).filter(|d| !d.is_zero()) else {
+        let Some(left) = self
+            .patience
+            .checked_sub(refused_for)
+            .filter(|d| !d.is_zero())
+        else {
             return Decision::GiveUp;
         };
         let backoff = self

@@ -1,0 +1,569 @@
+//! `Config`: everything `ffd serve` can be told, in layers — the embedded `config/default.toml`,
+//! then an optional file, then `FFD_<SECTION>__<KEY>` environment variables, then flags (applied
+//! by the caller). Unknown keys are errors; [`Config::validate`] names the key it refuses.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ff::{
+    Classifier, FfError, LrSchedule, NegativeStrategy, NetworkConfig, OptimiserConfig,
+    ScheduleConfig, ScheduleMode, TrainConfig,
+};
+
+/// The embedded default configuration; [`Config::default`] equals it (a test checks).
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "FFD_";
+
+/// Separator of nested keys in an environment variable name (`FFD_SCHEDULE__MODE`).
+pub const ENV_SEPARATOR: &str = "__";
+
+/// Why a configuration could not be loaded. Every variant names the file, variable or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("{}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A layer is not valid TOML, or does not fit the config's shape.
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    /// An environment variable cannot be turned into a key.
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    /// A key holds a value outside its range, or keys that do not fit together.
+    #[error("invalid configuration: `{key}` {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+/// Output format of the logs of `ffd serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The service configuration (`config/default.toml` documents every key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port to listen on (used by `ffd serve`; `run` takes a bound listener).
+    pub listen: SocketAddr,
+    /// Seed of a fresh model's initialisation and of the learner's negatives.
+    pub seed: u64,
+    /// Log format of `ffd serve`.
+    pub log_format: LogFormat,
+    /// Start from this model file (written by `ffd train --save`); its network replaces
+    /// `network`. A fresh model when absent.
+    pub model_file: Option<PathBuf>,
+    /// The network's shape.
+    pub network: NetworkConfig,
+    /// Optimiser and classifier.
+    pub train: TrainSection,
+    /// Wake/sleep schedule.
+    pub schedule: ScheduleSection,
+    /// The learner thread and its queue.
+    pub learner: LearnerSection,
+    /// Request limits.
+    pub http: HttpSection,
+    /// Features waiting for a delayed label.
+    pub pending: PendingSection,
+}
+
+/// `[train]`: the optimiser (with a constant learning rate) and the classifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub peer_norm: f32,
+    pub peer_decay: f32,
+    pub classifier: Classifier,
+    pub train_head: bool,
+    pub head_lr: f32,
+    /// Temperature of the softmax that hard negatives are drawn from.
+    pub negative_temperature: f32,
+}
+
+/// `[schedule]`: when the learner sleeps and how it makes negatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleSection {
+    pub mode: ScheduleMode,
+    /// Sleep after this many wake samples.
+    pub sleep_every_samples: usize,
+    /// Or after this many seconds with at least one wake sample (0: never by time).
+    pub sleep_every_seconds: f64,
+    /// Recent samples kept for sleep-time negatives.
+    pub replay_size: usize,
+    /// Negative updates per sleep (0: as many as wake samples since the last sleep).
+    pub negatives_per_sleep: usize,
+    pub negatives: NegativeStrategy,
+}
+
+/// `[learner]`: queue size, snapshot cadence, prequential window, shutdown budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LearnerSection {
+    /// Samples the learn queue holds.
+    pub queue_capacity: usize,
+    /// Publish a snapshot after this many samples ...
+    pub snapshot_every_samples: u64,
+    /// ... or this many milliseconds, whichever comes first.
+    pub snapshot_every_ms: u64,
+    /// Samples in the rolling prequential accuracy.
+    pub prequential_window: usize,
+    /// On shutdown: time for in-flight requests and for learning what is queued.
+    pub drain_timeout_ms: u64,
+}
+
+/// `[http]`: request limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Largest JSON request body.
+    pub max_body_bytes: usize,
+    /// Most samples in one batch.
+    pub max_batch_samples: usize,
+    /// Longest NDJSON line.
+    pub max_line_bytes: usize,
+    /// Time limit of a non-streaming request.
+    pub request_timeout_ms: u64,
+    /// How long an NDJSON stream waits for queue room before answering 429.
+    pub stream_wait_ms: u64,
+    /// `Retry-After` of a 429 answer.
+    pub retry_after_seconds: u64,
+}
+
+/// `[pending]`: features kept by `/classify` for a delayed label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PendingSection {
+    /// Most entries kept; the oldest is evicted first.
+    pub capacity: usize,
+    /// Seconds an entry lives.
+    pub ttl_seconds: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            seed: 1,
+            log_format: LogFormat::Text,
+            model_file: None,
+            network: NetworkConfig::default(),
+            train: TrainSection::default(),
+            schedule: ScheduleSection::default(),
+            learner: LearnerSection::default(),
+            http: HttpSection::default(),
+            pending: PendingSection::default(),
+        }
+    }
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        let opt = OptimiserConfig::default();
+        let train = TrainConfig::default();
+        Self {
+            lr: opt.lr,
+            momentum: opt.momentum,
+            weight_decay: opt.weight_decay,
+            peer_norm: opt.peer_norm,
+            peer_decay: opt.peer_decay,
+            classifier: train.classifier,
+            train_head: train.train_head,
+            head_lr: train.head_lr,
+            negative_temperature: train.negative_temperature,
+        }
+    }
+}
+
+impl Default for ScheduleSection {
+    fn default() -> Self {
+        let engine = ScheduleConfig::default();
+        Self {
+            // The service departs from the engine's default (interleaved): wake/sleep is the
+            // point of a streaming learner, and every 16 samples was measured best.
+            mode: ScheduleMode::Sleep,
+            sleep_every_samples: engine.sleep_every,
+            sleep_every_seconds: 5.0,
+            replay_size: engine.replay_capacity,
+            negatives_per_sleep: engine.negatives_per_sleep,
+            negatives: TrainConfig::default().negatives,
+        }
+    }
+}
+
+impl Default for LearnerSection {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 8192,
+            snapshot_every_samples: 1000,
+            snapshot_every_ms: 250,
+            prequential_window: 1000,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 << 20,
+            max_batch_samples: 1000,
+            max_line_bytes: 64 << 10,
+            request_timeout_ms: 30_000,
+            stream_wait_ms: 10_000,
+            retry_after_seconds: 1,
+        }
+    }
+}
+
+impl Default for PendingSection {
+    fn default() -> Self {
+        Self {
+            capacity: 10_000,
+            ttl_seconds: 300.0,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the layers: the embedded default, then `file` (if any), then every `FFD_*`
+    /// variable of `env` (`FFD_LISTEN`, `FFD_SCHEDULE__MODE`, ...: the name after the prefix,
+    /// lower-cased, with `__` between nested keys; the value is read as TOML — a number, a
+    /// boolean, an array — or taken as a string when it is not TOML). Flags are the caller's:
+    /// set the fields, then call [`Config::validate`].
+    pub fn load<I, K, V>(file: Option<&Path>, env: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut table = parse_table(DEFAULT_TOML, "embedded config/default.toml")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let origin = path.display().to_string();
+            // Checked on its own first, so a mistake in the file is reported with its line.
+            toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
+                origin: origin.clone(),
+                message: e.to_string(),
+            })?;
+            merge(&mut table, parse_table(&text, &origin)?);
+        }
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.as_ref().starts_with(ENV_PREFIX))
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
+            .collect();
+        vars.sort();
+        for (var, value) in &vars {
+            apply_env(&mut table, var, value)?;
+        }
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            ConfigError::Parse {
+                origin: if vars.is_empty() {
+                    "configuration".into()
+                } else {
+                    let names: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+                    format!("configuration (with {})", names.join(", "))
+                },
+                message: format!("`{}`: {}", e.path(), e.inner()),
+            }
+        })
+    }
+
+    /// Checks every key's range and that the keys fit together; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        self.network
+            .validate()
+            .map_err(|e| engine_key("network", e))?;
+        self.train_config()
+            .validate()
+            .map_err(|e| engine_key("train", e))?;
+        let s = &self.schedule;
+        if !(s.sleep_every_seconds.is_finite() && s.sleep_every_seconds >= 0.0) {
+            return invalid(
+                "schedule.sleep_every_seconds",
+                "must be a finite number >= 0",
+            );
+        }
+        let l = &self.learner;
+        if l.queue_capacity == 0 {
+            return invalid("learner.queue_capacity", "must be > 0");
+        }
+        if l.snapshot_every_samples == 0 {
+            return invalid("learner.snapshot_every_samples", "must be > 0");
+        }
+        if l.snapshot_every_ms == 0 {
+            return invalid("learner.snapshot_every_ms", "must be > 0");
+        }
+        if l.prequential_window == 0 {
+            return invalid("learner.prequential_window", "must be > 0");
+        }
+        let h = &self.http;
+        if h.max_body_bytes == 0 {
+            return invalid("http.max_body_bytes", "must be > 0");
+        }
+        if h.max_batch_samples == 0 {
+            return invalid("http.max_batch_samples", "must be > 0");
+        }
+        if h.max_batch_samples > l.queue_capacity {
+            return invalid(
+                "http.max_batch_samples",
+                "must be <= learner.queue_capacity (a larger batch could never be queued)",
+            );
+        }
+        if h.max_line_bytes == 0 {
+            return invalid("http.max_line_bytes", "must be > 0");
+        }
+        if h.request_timeout_ms == 0 {
+            return invalid("http.request_timeout_ms", "must be > 0");
+        }
+        let p = &self.pending;
+        if p.capacity == 0 {
+            return invalid("pending.capacity", "must be > 0");
+        }
+        if !(p.ttl_seconds.is_finite() && p.ttl_seconds > 0.0) {
+            return invalid("pending.ttl_seconds", "must be a finite number > 0");
+        }
+        Ok(())
+    }
+
+    /// The engine's training configuration: `[train]` and `[schedule]` with a constant learning
+    /// rate.
+    pub fn train_config(&self) -> TrainConfig {
+        let t = &self.train;
+        let s = &self.schedule;
+        TrainConfig {
+            optimiser: OptimiserConfig {
+                lr: t.lr,
+                momentum: t.momentum,
+                weight_decay: t.weight_decay,
+                peer_norm: t.peer_norm,
+                peer_decay: t.peer_decay,
+                schedule: LrSchedule::Constant,
+            },
+            negatives: s.negatives,
+            schedule: ScheduleConfig {
+                mode: s.mode,
+                sleep_every: s.sleep_every_samples,
+                replay_capacity: s.replay_size,
+                negatives_per_sleep: s.negatives_per_sleep,
+            },
+            classifier: t.classifier,
+            train_head: t.train_head,
+            head_lr: t.head_lr,
+            negative_temperature: t.negative_temperature,
+        }
+    }
+
+    /// The configuration as TOML (what `--print-config` shows).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a Config has only string keys and TOML-representable values")
+    }
+
+    /// `schedule.sleep_every_seconds` as a duration; `None` when time-based sleep is off.
+    pub fn sleep_interval(&self) -> Option<Duration> {
+        let secs = self.schedule.sleep_every_seconds;
+        (secs > 0.0).then(|| Duration::from_secs_f64(secs))
+    }
+}
+
+/// Maps an engine config error to the service's key names.
+fn engine_key(section: &str, e: FfError) -> ConfigError {
+    match e {
+        FfError::Config { key, reason } => {
+            let key = match key {
+                "sleep_every" => "schedule.sleep_every_samples".to_owned(),
+                "replay_capacity" => "schedule.replay_size".to_owned(),
+                "negatives" => "schedule.negatives".to_owned(),
+                other => format!("{section}.{other}"),
+            };
+            ConfigError::Invalid { key, reason }
+        }
+        other => ConfigError::Invalid {
+            key: section.into(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        origin: origin.into(),
+        message: e.to_string(),
+    })
+}
+
+/// Deep merge: tables merge key by key; any other value replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Sets the key `var` names (`FFD_A__B` → `a.b`) to `raw`.
+fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), ConfigError> {
+    let err = |reason: &str| ConfigError::Env {
+        var: var.into(),
+        reason: reason.into(),
+    };
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split(ENV_SEPARATOR)
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if path.iter().any(String::is_empty) {
+        return Err(err(
+            "names no config key (expected FFD_<KEY> or FFD_<SECTION>__<KEY>)",
+        ));
+    }
+    let (last, parents) = path.split_last().expect("split yields at least one part");
+    let mut at = table;
+    for part in parents {
+        let entry = at
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(err(&format!("`{part}` is not a section"))),
+        };
+    }
+    // A string key keeps the raw text; any other key reads it as a TOML value, falling back to
+    // a string (the error then names the key and the expected type).
+    let value = match at.get(last) {
+        Some(toml::Value::String(_)) => toml::Value::String(raw.into()),
+        _ => format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+    };
+    at.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NO_ENV: [(&str, &str); 0] = [];
+
+    #[test]
+    fn embedded_default_matches_default() {
+        let parsed: Config = toml::from_str(DEFAULT_TOML).expect("default.toml parses");
+        assert_eq!(parsed, Config::default());
+        let loaded = Config::load(None, NO_ENV).expect("loads");
+        assert_eq!(loaded, Config::default());
+        loaded.validate().expect("the defaults are valid");
+        assert_eq!(
+            loaded.train_config().optimiser.schedule,
+            LrSchedule::Constant
+        );
+    }
+
+    #[test]
+    fn printed_config_reads_back() {
+        let mut c = Config::default();
+        c.model_file = Some("m.safetensors".into());
+        c.network.hidden = vec![7, 9];
+        let back: Config = toml::from_str(&c.to_toml()).expect("round trip");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn file_then_env_override_the_defaults() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ffd.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\n[schedule]\nsleep_every_samples = 8\n[network]\nhidden = [64]\n",
+        )
+        .expect("write");
+        let env = [
+            ("FFD_SCHEDULE__SLEEP_EVERY_SAMPLES", "4"),
+            ("FFD_SCHEDULE__MODE", "interleaved"),
+            ("FFD_NETWORK__HIDDEN", "[32, 32]"),
+            ("FFD_MODEL_FILE", "/tmp/m.safetensors"),
+            ("HOME", "/root"),
+        ];
+        let c = Config::load(Some(&path), env).expect("loads");
+        assert_eq!(c.listen, "0.0.0.0:9000".parse().expect("address"));
+        assert_eq!(c.schedule.sleep_every_samples, 4);
+        assert_eq!(c.schedule.mode, ScheduleMode::Interleaved);
+        assert_eq!(c.network.hidden, vec![32, 32]);
+        assert_eq!(c.network.inputs, 784, "untouched keys keep their defaults");
+        assert_eq!(c.model_file, Some(PathBuf::from("/tmp/m.safetensors")));
+        let env = [("FFD_LISTEN", "0.0.0.0:8081")];
+        let c = Config::load(None, env).expect("loads");
+        assert_eq!(c.listen.port(), 8081);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::load(None, [("FFD_SCHEDULE__MODE", "nap")]).expect_err("bad variant");
+        assert!(err.to_string().contains("schedule.mode"), "{err}");
+        let err = Config::load(None, [("FFD_LISTN", "x")]).expect_err("unknown key");
+        assert!(err.to_string().contains("listn"), "{err}");
+        let err = Config::load(None, [("FFD_SCHEDULE__", "x")]).expect_err("empty key");
+        assert!(err.to_string().contains("FFD_SCHEDULE__"), "{err}");
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ffd.toml");
+        std::fs::write(&path, "[learner]\nqueue_capacity = \"big\"\n").expect("write");
+        let err = Config::load(Some(&path), NO_ENV).expect_err("bad type");
+        assert!(err.to_string().contains("queue_capacity"), "{err}");
+        assert!(err.to_string().contains("ffd.toml"), "{err}");
+
+        let cases: [(fn(&mut Config), &str); 6] = [
+            (|c| c.learner.queue_capacity = 0, "learner.queue_capacity"),
+            (|c| c.train.lr = -1.0, "train.lr"),
+            (|c| c.network.hidden = vec![], "network.hidden"),
+            (
+                |c| c.schedule.sleep_every_samples = 0,
+                "schedule.sleep_every_samples",
+            ),
+            (
+                |c| c.http.max_batch_samples = 1 << 20,
+                "http.max_batch_samples",
+            ),
+            (|c| c.pending.ttl_seconds = f64::NAN, "pending.ttl_seconds"),
+        ];
+        for (break_it, key) in cases {
+            let mut c = Config::default();
+            break_it(&mut c);
+            match c.validate() {
+                Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key),
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
+}

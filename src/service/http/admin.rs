@@ -1,0 +1,33 @@
+//! Operator routes: they send control messages to the learner and never touch the model.
+//! `POST /admin/sleep` starts a sleep phase now; `/admin/pause` and `/admin/resume` stop and
+//! restart learning (the queue keeps accepting until full, then `/learn` answers 429).
+//! No authentication: do not expose these routes beyond the operator's network.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::service::http::AppState;
+
+/// `POST /admin/sleep`: 202 — the learner sleeps once it finishes the samples in hand.
+pub async fn sleep(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    state.queue.request_sleep();
+    (StatusCode::ACCEPTED, Json(json!({ "sleep": "requested" })))
+}
+
+/// `POST /admin/pause`: 200 — the learner stops taking samples.
+pub async fn pause(State(state): State<Arc<AppState>>) -> Json<Value> {
+    state.queue.set_paused(true);
+    tracing::info!("learning paused");
+    Json(json!({ "paused": true }))
+}
+
+/// `POST /admin/resume`: 200 — the learner takes samples again.
+pub async fn resume(State(state): State<Arc<AppState>>) -> Json<Value> {
+    state.queue.set_paused(false);
+    tracing::info!("learning resumed");
+    Json(json!({ "paused": false }))
+}

@@ -1,0 +1,165 @@
+//! `POST /classify`: `{features, id?}` → `{label, probabilities, scores, model_version}`, or
+//! `{samples: [...]}` → `{results: [...]}`. Classifies with the published snapshot and never
+//! waits for the learner. A sample with an `id` leaves its features in the pending map for a
+//! later `/learn {"id", "label"}`.
+//!
+//! One sample (~0.2 ms for 784-500-500) runs on the runtime thread; larger batches move to the
+//! blocking pool so they cannot stall other requests. Each call allocates its own `Workspace`:
+//! measured at ~3 µs against ~170 µs for the classification, not worth a thread-local cache.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::ff::{Classifier, Workspace};
+use crate::service::http::error::{ApiError, Position};
+use crate::service::http::extract::{body_kind, read_json, BodyKind};
+use crate::service::http::AppState;
+use crate::service::sample::{check_features, check_id, SampleError};
+use crate::service::snapshot::Snapshot;
+
+/// Batches up to this size are classified on the runtime thread.
+const INLINE_MAX: usize = 4;
+
+/// A `/classify` body: `{features, id?}` or `{samples: [{features, id?}, ...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyRequest {
+    features: Option<Vec<f32>>,
+    id: Option<String>,
+    samples: Option<Vec<ClassifyItem>>,
+}
+
+/// One sample to classify; with an `id`, its features are kept for a delayed label.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyItem {
+    features: Vec<f32>,
+    id: Option<String>,
+}
+
+/// The classification of one sample.
+#[derive(Debug, Serialize)]
+pub struct Classification {
+    pub label: usize,
+    pub probabilities: Vec<f32>,
+    pub scores: Vec<f32>,
+    /// Version of the snapshot that classified it.
+    pub model_version: u64,
+}
+
+/// The `200` body: one classification, or one per sample of a batch.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ClassifyResponse {
+    One(Classification),
+    Many { results: Vec<Classification> },
+}
+
+/// The handler.
+pub async fn classify(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ClassifyResponse>, ApiError> {
+    body_kind(&headers, &[BodyKind::Json])?;
+    let limit = state.config.http.max_body_bytes;
+    let request: ClassifyRequest =
+        read_json(&headers, body, limit, state.request_timeout()).await?;
+    let (items, batch) = request.into_items()?;
+    let max = state.config.http.max_batch_samples;
+    if items.len() > max {
+        return Err(ApiError::TooLarge(format!(
+            "the batch has {} samples; at most {max} are allowed",
+            items.len()
+        )));
+    }
+    for (i, item) in items.iter().enumerate() {
+        let checked = check_features(&item.features, state.shape.inputs)
+            .and_then(|()| item.id.as_deref().map_or(Ok(()), check_id));
+        checked.map_err(|e| ApiError::InvalidSample {
+            at: Position::Sample(i),
+            error: SampleError { index: i, ..e },
+        })?;
+    }
+
+    let snapshot = state.snapshots.load();
+    let classifier = state.classifier;
+    let (items, results) = if items.len() <= INLINE_MAX {
+        let results = classify_all(&snapshot, &items, classifier);
+        (items, results)
+    } else {
+        tokio::task::spawn_blocking(move || {
+            let results = classify_all(&snapshot, &items, classifier);
+            (items, results)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("classification task failed: {e}")))?
+    };
+    let mut results = results?;
+
+    let now = Instant::now();
+    for item in items {
+        if let Some(id) = item.id {
+            state.pending.insert(id, item.features, now);
+        }
+    }
+    Ok(Json(if batch {
+        ClassifyResponse::Many { results }
+    } else {
+        ClassifyResponse::One(results.pop().ok_or_else(|| {
+            ApiError::Internal("a single-sample request produced no result".into())
+        })?)
+    }))
+}
+
+/// Classifies every item with one workspace.
+fn classify_all(
+    snapshot: &Snapshot,
+    items: &[ClassifyItem],
+    classifier: Classifier,
+) -> Result<Vec<Classification>, ApiError> {
+    let model = &snapshot.model;
+    let mut ws = Workspace::new(model.config());
+    items
+        .iter()
+        .map(|item| {
+            let s = model
+                .classify_with(&mut ws, &item.features, classifier)
+                .map_err(|e| ApiError::Internal(format!("validated features refused: {e}")))?;
+            Ok(Classification {
+                label: s.label,
+                probabilities: s.probabilities,
+                scores: s.scores,
+                model_version: snapshot.version,
+            })
+        })
+        .collect()
+}
+
+impl ClassifyRequest {
+    /// The samples, and whether the request was a batch.
+    fn into_items(self) -> Result<(Vec<ClassifyItem>, bool), ApiError> {
+        match (self.samples, self.features) {
+            (Some(samples), None) if self.id.is_none() => Ok((samples, true)),
+            (None, Some(features)) => Ok((
+                vec![ClassifyItem {
+                    features,
+                    id: self.id,
+                }],
+                false,
+            )),
+            (Some(_), _) => Err(ApiError::InvalidShape(
+                "a batch has only `samples`; put `features` (and `id`) in each".into(),
+            )),
+            (None, None) => Err(ApiError::InvalidShape(
+                "missing field `features` (or `samples` for a batch)".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! `ApiError`: every way a request can fail, and its one `IntoResponse`: a status and
+//! `{"error": {"code", "message"}}` (plus `accepted` and `last_seq` when an NDJSON stream stops
+//! part-way). Client mistakes get a precise message; an internal failure gets a generic one, and
+//! its detail rides in the response extensions to the logging middleware, which logs it once.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::service::metrics::RejectReason;
+use crate::service::sample::SampleError;
+
+/// Where in a request a bad sample sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// Index in a JSON request (0 for a single sample).
+    Sample(usize),
+    /// 1-based line of an NDJSON stream.
+    Line(usize),
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Position::Sample(i) => write!(f, "sample {i}"),
+            Position::Line(n) => write!(f, "line {n}"),
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON (400).
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// The JSON does not have the expected shape: a missing or unknown field, a wrong type (400).
+    #[error("{0}")]
+    InvalidShape(String),
+    /// The body could not be read (400).
+    #[error("reading the request body failed: {0}")]
+    BodyRead(String),
+    /// A body, line or batch over its limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A content type the route does not take (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A sample that fails validation (422); nothing of its request was learned (except for
+    /// the lines of a stream before it, see `Stream`).
+    #[error("{at}: `{}` {}", .error.field, .error.detail)]
+    InvalidSample { at: Position, error: SampleError },
+    /// The body took longer than the request time limit (408).
+    #[error("the request body did not arrive within {0} ms")]
+    Timeout(u64),
+    /// The learn queue has no room for the whole request (429, with `Retry-After`).
+    #[error("the learn queue is full ({capacity} samples); retry after {retry_after_seconds} s")]
+    QueueFull {
+        capacity: usize,
+        retry_after_seconds: u64,
+    },
+    /// Shutdown has begun (503).
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    /// The learner thread is not running (503).
+    #[error("the learner is not running")]
+    LearnerStopped,
+    /// The service is not ready (503).
+    #[error("not ready: {0}")]
+    NotReady(&'static str),
+    /// No such route (404).
+    #[error("no such route")]
+    NotFound,
+    /// The route exists but not for this method (405).
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// A bug or an unexpected failure (500); the detail is logged, never sent.
+    #[error("internal error")]
+    Internal(String),
+    /// An NDJSON stream stopped part-way: what it accepted before `error` stays queued.
+    #[error("{error}")]
+    Stream {
+        error: Box<ApiError>,
+        accepted: usize,
+        last_seq: Option<u64>,
+    },
+}
+
+/// The detail of a 500, handed to the logging middleware through the response extensions.
+#[derive(Debug, Clone)]
+pub struct InternalDetail(pub String);
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) | Self::InvalidShape(_) | Self::BodyRead(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::InvalidSample { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ShuttingDown | Self::LearnerStopped | Self::NotReady(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Stream { error, .. } => error.status(),
+        }
+    }
+
+    /// The machine-readable code of the error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "malformed_json",
+            Self::InvalidShape(_) => "invalid_shape",
+            Self::BodyRead(_) => "body_read_failed",
+            Self::TooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::InvalidSample { error, .. } => match error.reason {
+                RejectReason::Features => "invalid_features",
+                RejectReason::NonFinite => "non_finite_feature",
+                RejectReason::Label => "invalid_label",
+                RejectReason::UnknownId => "unknown_id",
+                RejectReason::InvalidId => "invalid_id",
+                _ => "invalid_sample",
+            },
+            Self::Timeout(_) => "request_timeout",
+            Self::QueueFull { .. } => "queue_full",
+            Self::ShuttingDown => "shutting_down",
+            Self::LearnerStopped => "learner_unavailable",
+            Self::NotReady(_) => "not_ready",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Internal(_) => "internal",
+            Self::Stream { error, .. } => error.code(),
+        }
+    }
+
+    /// Wraps `self` with a stream's progress.
+    pub fn in_stream(self, accepted: usize, last_seq: Option<u64>) -> Self {
+        Self::Stream {
+            error: Box::new(self),
+            accepted,
+            last_seq,
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::QueueFull {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            Self::Stream { error, .. } => error.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut error = json!({ "code": self.code(), "message": self.to_string() });
+        if let Self::Stream {
+            accepted, last_seq, ..
+        } = &self
+        {
+            error["accepted"] = json!(accepted);
+            error["last_seq"] = json!(last_seq);
+        }
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Self::Internal(detail) = self {
+            response.extensions_mut().insert(InternalDetail(detail));
+        }
+        response
+    }
+}
+
+impl From<serde_json::Error> for ApiError {
+    fn from(e: serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof => Self::MalformedJson(e.to_string()),
+            Category::Data => Self::InvalidShape(e.to_string()),
+            Category::Io => Self::BodyRead(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Read-only routes: `/healthz` (the process answers), `/readyz` (a model is loaded, the
+//! learner runs and shutdown has not begun), `/v1/model` (shape, schedule, progress and the
+//! effective config) and `/metrics` (Prometheus text format).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::service::config::{Config, ScheduleSection};
+use crate::service::http::error::ApiError;
+use crate::service::http::AppState;
+
+/// `Content-Type` of the Prometheus text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /healthz`: 200 while the process serves HTTP.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 when ready to learn and classify, else 503 saying why.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    if state.shutdown.is_triggered() {
+        return Err(ApiError::NotReady("shutting down"));
+    }
+    if !state.status.is_running() {
+        return Err(ApiError::NotReady("the learner is not running"));
+    }
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+/// The `/v1/model` body.
+#[derive(Debug, Serialize)]
+pub struct ModelInfo<'a> {
+    /// Layer widths from input to top: `[input_width, hidden...]` (the input includes the
+    /// label slots when they are appended).
+    pub layer_sizes: Vec<usize>,
+    pub inputs: usize,
+    pub classes: usize,
+    pub schedule: &'a ScheduleSection,
+    /// `wake` or `sleep`.
+    pub phase: &'static str,
+    /// Whether learning is paused (`/admin/pause`).
+    pub paused: bool,
+    pub learner_running: bool,
+    /// Version of the snapshot `/classify` uses.
+    pub model_version: u64,
+    /// Wake samples learned into that snapshot.
+    pub snapshot_samples_learned: u64,
+    /// Wake samples learned so far (may be ahead of the snapshot).
+    pub samples_learned: u64,
+    pub sleep_cycles: u64,
+    pub queue_depth: usize,
+    pub queue_capacity: usize,
+    /// Sequence number of the last sample accepted.
+    pub last_seq: u64,
+    /// Sequence number of the last sample learned.
+    pub learned_seq: u64,
+    pub pending_entries: usize,
+    pub config: &'a Config,
+}
+
+/// `GET /v1/model`.
+pub async fn model(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let snapshot = state.snapshots.load();
+    let net = snapshot.model.config();
+    let status = &state.status;
+    let info = ModelInfo {
+        layer_sizes: net.widths(),
+        inputs: net.inputs,
+        classes: net.classes,
+        schedule: &state.config.schedule,
+        phase: status.phase().as_str(),
+        paused: state.queue.is_paused(),
+        learner_running: status.is_running(),
+        model_version: snapshot.version,
+        snapshot_samples_learned: snapshot.samples_learned,
+        samples_learned: status.samples_learned(),
+        sleep_cycles: status.sleep_cycles(),
+        queue_depth: state.queue.len(),
+        queue_capacity: state.queue.capacity(),
+        last_seq: state.queue.last_seq(),
+        learned_seq: status.learned_seq(),
+        pending_entries: state.pending.len(),
+        config: &state.config,
+    };
+    serde_json::to_value(info)
+        .map(Json)
+        .map_err(|e| ApiError::Internal(format!("serialising /v1/model: {e}")))
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        state.metrics.render(),
+    )
+}

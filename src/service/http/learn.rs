@@ -1,0 +1,287 @@
+//! `POST /learn`: a sample, a batch, or a delayed label as JSON — validated whole, then queued
+//! whole or refused whole — or an NDJSON stream, queued line by line as it arrives (a stream
+//! cannot be refused whole: a bad line stops it, and the lines before it stay queued).
+//! Answers `202 {"accepted": n, "last_seq": s}`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::service::http::error::{ApiError, Position};
+use crate::service::http::extract::{body_kind, read_json, BodyKind, Lines};
+use crate::service::http::AppState;
+use crate::service::metrics::RejectReason;
+use crate::service::queue::{Accepted, PushError};
+use crate::service::sample::{Features, LabelledInput, ValidatedBatch};
+
+/// A `/learn` JSON body: `{features, label}`, `{id, label}` or `{samples: [...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnRequest {
+    features: Option<Vec<f32>>,
+    id: Option<String>,
+    label: Option<i64>,
+    samples: Option<Vec<LearnSample>>,
+}
+
+/// One sample of a batch, or one NDJSON line: `{features, label}` or `{id, label}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnSample {
+    features: Option<Vec<f32>>,
+    id: Option<String>,
+    label: i64,
+}
+
+/// The `202` body.
+#[derive(Debug, Serialize)]
+pub struct LearnResponse {
+    /// Samples queued by this request.
+    pub accepted: usize,
+    /// Sequence number of the last of them (`null` if none).
+    pub last_seq: Option<u64>,
+}
+
+impl LearnResponse {
+    fn new(accepted: usize, last_seq: Option<u64>) -> (StatusCode, Json<Self>) {
+        (StatusCode::ACCEPTED, Json(Self { accepted, last_seq }))
+    }
+}
+
+/// The handler.
+pub async fn learn(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<LearnResponse>), ApiError> {
+    match body_kind(&headers, &[BodyKind::Json, BodyKind::Ndjson])? {
+        BodyKind::Json => learn_json(&state, &headers, body).await,
+        BodyKind::Ndjson => learn_stream(&state, body).await,
+    }
+}
+
+async fn learn_json(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<LearnResponse>), ApiError> {
+    let limit = state.config.http.max_body_bytes;
+    let request: LearnRequest = read_json(headers, body, limit, state.request_timeout()).await?;
+    let inputs = request.into_inputs()?;
+    let n = inputs.len();
+    let max = state.config.http.max_batch_samples;
+    if n > max {
+        state.metrics.reject(RejectReason::TooLarge, n);
+        return Err(ApiError::TooLarge(format!(
+            "the batch has {n} samples; at most {max} are allowed"
+        )));
+    }
+    let now = Instant::now();
+    let batch = validate(state, inputs, now, Position::Sample)?;
+    match try_queue(state, batch) {
+        Ok(a) => Ok(LearnResponse::new(a.count, a.last_seq)),
+        Err((error, batch)) => Err(refuse(state, error, batch, now)),
+    }
+}
+
+/// NDJSON: each line is validated and queued as it arrives. When the queue is full the stream
+/// waits for room (up to `http.stream_wait_ms`, then 429), which slows reading and so pushes
+/// back on the client through TCP; shutdown stops it with 503.
+async fn learn_stream(
+    state: &AppState,
+    body: Body,
+) -> Result<(StatusCode, Json<LearnResponse>), ApiError> {
+    let mut lines = Lines::new(body, state.config.http.max_line_bytes);
+    let mut shutdown = state.shutdown.clone();
+    let wait = Duration::from_millis(state.config.http.stream_wait_ms);
+    let mut accepted = 0;
+    let mut last_seq = None;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = shutdown.triggered() => Err(ApiError::ShuttingDown),
+            line = lines.next_line() => line,
+        };
+        let (n, line) = match next {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(e) => return Err(e.in_stream(accepted, last_seq)),
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let parsed = serde_json::from_slice::<LearnSample>(&line)
+            .map_err(|e| line_error(n, e))
+            .and_then(|s| Ok(vec![s.into_input(Position::Line(n))?]));
+        let inputs = parsed.map_err(|e| e.in_stream(accepted, last_seq))?;
+        let now = Instant::now();
+        let batch = validate(state, inputs, now, |_| Position::Line(n))
+            .map_err(|e| e.in_stream(accepted, last_seq))?;
+        let a = queue_waiting(state, batch, wait, &mut shutdown, now)
+            .await
+            .map_err(|e| e.in_stream(accepted, last_seq))?;
+        accepted += a.count;
+        last_seq = a.last_seq.or(last_seq);
+    }
+    debug_assert!(lines.line() >= accepted);
+    Ok(LearnResponse::new(accepted, last_seq))
+}
+
+/// Queues one stream line's batch, waiting up to `wait` for room.
+async fn queue_waiting(
+    state: &AppState,
+    mut batch: ValidatedBatch,
+    wait: Duration,
+    shutdown: &mut crate::service::shutdown::ShutdownNotice,
+    now: Instant,
+) -> Result<Accepted, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before the attempt, so a pop between the attempt and the wait still wakes.
+        let room = state.queue.room_freed();
+        tokio::pin!(room);
+        room.as_mut().enable();
+        match try_queue(state, batch) {
+            Ok(a) => return Ok(a),
+            Err((ApiError::QueueFull { .. }, back)) => batch = back,
+            Err((error, back)) => return Err(refuse(state, error, back, now)),
+        }
+        tokio::select! {
+            biased;
+            () = shutdown.triggered() => {
+                return Err(refuse(state, ApiError::ShuttingDown, batch, now));
+            }
+            () = &mut room => {}
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(refuse(state, queue_full(state), batch, now));
+            }
+        }
+    }
+}
+
+/// Validates `inputs`; on failure counts all of them as rejected and names the bad one.
+fn validate(
+    state: &AppState,
+    inputs: Vec<LabelledInput>,
+    now: Instant,
+    at: impl Fn(usize) -> Position,
+) -> Result<ValidatedBatch, ApiError> {
+    let n = inputs.len();
+    ValidatedBatch::validate(inputs, state.shape, &state.pending, now).map_err(|error| {
+        state.metrics.reject(error.reason, n);
+        ApiError::InvalidSample {
+            at: at(error.index),
+            error,
+        }
+    })
+}
+
+/// Queues `batch` unless shutdown has begun, the learner is gone or the queue is full; the
+/// batch comes back with the error.
+fn try_queue(
+    state: &AppState,
+    batch: ValidatedBatch,
+) -> Result<Accepted, (ApiError, ValidatedBatch)> {
+    if state.shutdown.is_triggered() {
+        return Err((ApiError::ShuttingDown, batch));
+    }
+    if !state.status.is_running() {
+        return Err((ApiError::LearnerStopped, batch));
+    }
+    match state.queue.try_push(batch) {
+        Ok(a) => {
+            state.metrics.samples_accepted.inc_by(a.count as u64);
+            Ok(a)
+        }
+        Err((PushError::Full, batch)) => Err((queue_full(state), batch)),
+        Err((PushError::Closed, batch)) => Err((ApiError::ShuttingDown, batch)),
+    }
+}
+
+fn queue_full(state: &AppState) -> ApiError {
+    ApiError::QueueFull {
+        capacity: state.queue.capacity(),
+        retry_after_seconds: state.config.http.retry_after_seconds,
+    }
+}
+
+/// Counts a refused batch and gives its delayed-label features back to the pending map.
+fn refuse(state: &AppState, error: ApiError, batch: ValidatedBatch, now: Instant) -> ApiError {
+    let reason = match error {
+        ApiError::QueueFull { .. } => RejectReason::QueueFull,
+        ApiError::LearnerStopped => RejectReason::Unavailable,
+        _ => RejectReason::ShuttingDown,
+    };
+    state.metrics.reject(reason, batch.len());
+    batch.return_pending(&state.pending, now);
+    error
+}
+
+fn line_error(n: usize, e: serde_json::Error) -> ApiError {
+    match ApiError::from(e) {
+        ApiError::MalformedJson(m) => ApiError::MalformedJson(format!("line {n}: {m}")),
+        ApiError::InvalidShape(m) => ApiError::InvalidShape(format!("line {n}: {m}")),
+        other => other,
+    }
+}
+
+impl LearnRequest {
+    /// The samples this request carries, in order; 400 if its shape is ambiguous.
+    fn into_inputs(self) -> Result<Vec<LabelledInput>, ApiError> {
+        match self.samples {
+            Some(samples) => {
+                if self.features.is_some() || self.id.is_some() || self.label.is_some() {
+                    return Err(ApiError::InvalidShape(
+                        "a batch has only `samples`; put `features` (or `id`) and `label` in each"
+                            .into(),
+                    ));
+                }
+                samples
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, s)| s.into_input(Position::Sample(i)))
+                    .collect()
+            }
+            None => {
+                let label = self.label.ok_or_else(|| {
+                    ApiError::InvalidShape(
+                        "missing field `label` (or `samples` for a batch)".into(),
+                    )
+                })?;
+                let features = features_or_id(self.features, self.id, Position::Sample(0))?;
+                Ok(vec![LabelledInput { features, label }])
+            }
+        }
+    }
+}
+
+impl LearnSample {
+    fn into_input(self, at: Position) -> Result<LabelledInput, ApiError> {
+        Ok(LabelledInput {
+            features: features_or_id(self.features, self.id, at)?,
+            label: self.label,
+        })
+    }
+}
+
+fn features_or_id(
+    features: Option<Vec<f32>>,
+    id: Option<String>,
+    at: Position,
+) -> Result<Features, ApiError> {
+    match (features, id) {
+        (Some(f), None) => Ok(Features::Inline(f)),
+        (None, Some(id)) => Ok(Features::Pending(id)),
+        (Some(_), Some(_)) => Err(ApiError::InvalidShape(format!(
+            "{at}: give `features` or `id`, not both"
+        ))),
+        (None, None) => Err(ApiError::InvalidShape(format!(
+            "{at}: missing field `features` (or `id` for a delayed label)"
+        ))),
+    }
+}

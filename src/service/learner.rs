@@ -1,0 +1,393 @@
+//! The learner: the only code that mutates the network. It owns the `ff::Trainer` on its own OS
+//! thread (an update is CPU-bound; on a runtime worker it would stall requests) and never
+//! awaits. It drains the learn queue, classifies every sample before learning it
+//! (prequential test-then-train), sleeps when the engine's sample count, the clock or an admin
+//! request says so, and publishes snapshots every N samples or T milliseconds.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::ff::{ScheduleMode, Trainer};
+use crate::service::metrics::{Metrics, Phase};
+use crate::service::queue::{LearnQueue, QueuedSample};
+use crate::service::snapshot::{Snapshot, Snapshots};
+
+/// Samples taken from the queue per lock; counters and status are updated once per chunk.
+const CHUNK: usize = 64;
+
+/// Longest the learner waits for work before re-checking its timers.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// The learner's timing knobs (from `[learner]` and `[schedule]`).
+#[derive(Debug, Clone)]
+pub struct LearnerSettings {
+    /// Publish after this many samples since the last publication ...
+    pub snapshot_every_samples: u64,
+    /// ... or this long, whichever comes first.
+    pub snapshot_every: Duration,
+    /// Sleep after this long with at least one wake sample (sleep schedule only).
+    pub sleep_every: Option<Duration>,
+    /// Samples in the rolling prequential accuracy.
+    pub prequential_window: usize,
+}
+
+/// What the learner has done so far, readable from any thread (for `/v1/model`, `/readyz` and
+/// tests). Counters are updated once per chunk of samples, after the metrics.
+#[derive(Debug, Default)]
+pub struct LearnerStatus {
+    samples_learned: AtomicU64,
+    learned_seq: AtomicU64,
+    sleep_cycles: AtomicU64,
+    phase: AtomicU8,
+    running: AtomicBool,
+}
+
+impl LearnerStatus {
+    /// Wake samples learned since the service started.
+    pub fn samples_learned(&self) -> u64 {
+        self.samples_learned.load(Ordering::Acquire)
+    }
+
+    /// Sequence number of the last sample learned (0 before the first).
+    pub fn learned_seq(&self) -> u64 {
+        self.learned_seq.load(Ordering::Acquire)
+    }
+
+    /// Sleep phases completed.
+    pub fn sleep_cycles(&self) -> u64 {
+        self.sleep_cycles.load(Ordering::Acquire)
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Relaxed) {
+            1 => Phase::Sleep,
+            _ => Phase::Wake,
+        }
+    }
+
+    /// Whether the learner thread is running.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+}
+
+/// The running learner thread.
+#[derive(Debug)]
+pub struct LearnerHandle {
+    thread: JoinHandle<()>,
+    drain_deadline: Arc<OnceLock<Instant>>,
+    queue: Arc<LearnQueue>,
+}
+
+impl LearnerHandle {
+    /// Closes the queue and waits for the learner to learn what is queued, up to `deadline`
+    /// (what is left then is dropped and logged). `Err` if the learner thread panicked.
+    pub fn finish(self, deadline: Instant) -> std::thread::Result<()> {
+        // Set before closing, so the learner sees the deadline when it sees the close.
+        let _ = self.drain_deadline.set(deadline);
+        self.queue.close();
+        self.thread.join()
+    }
+}
+
+/// Starts the learner thread. Fails only if the OS refuses a thread.
+pub fn spawn(
+    trainer: Trainer,
+    queue: Arc<LearnQueue>,
+    snapshots: Arc<Snapshots>,
+    metrics: Arc<Metrics>,
+    status: Arc<LearnerStatus>,
+    settings: LearnerSettings,
+) -> std::io::Result<LearnerHandle> {
+    let drain_deadline = Arc::new(OnceLock::new());
+    let now = Instant::now();
+    let version = snapshots.load().version;
+    status.running.store(true, Ordering::Release);
+    let learner = Learner {
+        sleep_mode: trainer.config().schedule.mode == ScheduleMode::Sleep,
+        trainer,
+        queue: Arc::clone(&queue),
+        snapshots,
+        metrics,
+        status,
+        window: Window::new(settings.prequential_window),
+        settings,
+        drain_deadline: Arc::clone(&drain_deadline),
+        version,
+        unpublished: 0,
+        last_publish: now,
+        last_sleep: now,
+        chunk: Counts::default(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("ffd-learner".into())
+        .spawn(move || learner.run())?;
+    Ok(LearnerHandle {
+        thread,
+        drain_deadline,
+        queue,
+    })
+}
+
+/// Counts of one chunk, flushed to metrics and status together.
+#[derive(Debug, Default)]
+struct Counts {
+    learned: u64,
+    correct: u64,
+    last_seq: Option<u64>,
+}
+
+/// The rolling prequential window: whether each of the last `n` predictions was right.
+#[derive(Debug)]
+struct Window {
+    hits: VecDeque<bool>,
+    size: usize,
+    correct: usize,
+}
+
+impl Window {
+    fn new(size: usize) -> Self {
+        Self {
+            hits: VecDeque::with_capacity(size.max(1)),
+            size: size.max(1),
+            correct: 0,
+        }
+    }
+
+    fn push(&mut self, hit: bool) {
+        if self.hits.len() == self.size && self.hits.pop_front() == Some(true) {
+            self.correct -= 1;
+        }
+        self.hits.push_back(hit);
+        self.correct += usize::from(hit);
+    }
+
+    /// Fraction right; `None` before the first prediction.
+    fn accuracy(&self) -> Option<f64> {
+        (!self.hits.is_empty()).then(|| self.correct as f64 / self.hits.len() as f64)
+    }
+}
+
+struct Learner {
+    trainer: Trainer,
+    sleep_mode: bool,
+    queue: Arc<LearnQueue>,
+    snapshots: Arc<Snapshots>,
+    metrics: Arc<Metrics>,
+    status: Arc<LearnerStatus>,
+    settings: LearnerSettings,
+    window: Window,
+    drain_deadline: Arc<OnceLock<Instant>>,
+    version: u64,
+    /// Samples learned since the last publication.
+    unpublished: u64,
+    last_publish: Instant,
+    last_sleep: Instant,
+    chunk: Counts,
+}
+
+/// Marks the learner stopped however its thread ends (a panic included), so `/readyz` and
+/// `/learn` notice.
+struct RunningGuard(Arc<LearnerStatus>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Release);
+    }
+}
+
+impl Learner {
+    fn run(mut self) {
+        let _running = RunningGuard(Arc::clone(&self.status));
+        let mut batch: Vec<QueuedSample> = Vec::with_capacity(CHUNK);
+        loop {
+            let now = Instant::now();
+            let wait = self.next_timer(now).saturating_duration_since(now);
+            let signals = self.queue.pop(&mut batch, CHUNK, wait);
+            let deadline = signals
+                .closed
+                .then(|| self.drain_deadline.get().copied())
+                .flatten();
+            let mut dropped = 0;
+            for (i, sample) in batch.iter().enumerate() {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    dropped = batch.len() - i;
+                    break;
+                }
+                self.learn(sample);
+            }
+            batch.clear();
+            self.flush();
+            if signals.sleep_requested {
+                self.sleep();
+            }
+            self.on_timers(Instant::now());
+            if signals.closed {
+                let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
+                if past_deadline || self.queue.is_empty() {
+                    dropped += self.drop_rest();
+                    if dropped > 0 {
+                        tracing::warn!(dropped, "drain deadline passed; queued samples dropped");
+                    }
+                    break;
+                }
+            }
+        }
+        if self.unpublished > 0 {
+            self.publish(Instant::now());
+        }
+        tracing::info!(
+            samples_learned = self.status.samples_learned(),
+            sleep_cycles = self.status.sleep_cycles(),
+            model_version = self.version,
+            "learner stopped"
+        );
+    }
+
+    /// Test-then-train one sample; sleeps and publishes when due.
+    fn learn(&mut self, s: &QueuedSample) {
+        let outcome = self.trainer.learn_unchecked(&s.features, s.label, true);
+        let hit = outcome.predicted == Some(s.label);
+        self.window.push(hit);
+        self.chunk.learned += 1;
+        self.chunk.correct += u64::from(hit);
+        self.chunk.last_seq = Some(s.seq);
+        self.unpublished += 1;
+        if outcome.sleep_due {
+            self.sleep();
+        }
+        if self.unpublished >= self.settings.snapshot_every_samples {
+            self.publish(Instant::now());
+        }
+    }
+
+    /// Moves the chunk's counts into the metrics, then into the status (so a reader who saw
+    /// the status move sees the metrics moved too).
+    fn flush(&mut self) {
+        let c = std::mem::take(&mut self.chunk);
+        if c.learned == 0 {
+            return;
+        }
+        let m = &self.metrics;
+        m.samples_learned
+            .with_label_values(&[Phase::Wake.as_str()])
+            .inc_by(c.learned);
+        m.prequential_predictions.inc_by(c.learned);
+        m.prequential_correct.inc_by(c.correct);
+        if let Some(a) = self.window.accuracy() {
+            m.prequential_accuracy.set(a);
+        }
+        self.status
+            .samples_learned
+            .fetch_add(c.learned, Ordering::AcqRel);
+        if let Some(seq) = c.last_seq {
+            self.status.learned_seq.store(seq, Ordering::Release);
+        }
+    }
+
+    /// One sleep phase: negative updates from the replay buffer.
+    fn sleep(&mut self) {
+        self.set_phase(Phase::Sleep);
+        let started = Instant::now();
+        let report = self.trainer.sleep();
+        let now = Instant::now();
+        self.set_phase(Phase::Wake);
+        self.last_sleep = now;
+        let m = &self.metrics;
+        m.sleep_duration
+            .observe(now.duration_since(started).as_secs_f64());
+        m.samples_learned
+            .with_label_values(&[Phase::Sleep.as_str()])
+            .inc_by(report.negatives as u64);
+        m.sleep_cycles.inc();
+        self.status.sleep_cycles.fetch_add(1, Ordering::AcqRel);
+        tracing::trace!(negatives = report.negatives, "slept");
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.status.phase.store(phase as u8, Ordering::Relaxed);
+        self.metrics.phase.set(phase as i64);
+    }
+
+    /// Copies the model into a new snapshot and refreshes the per-layer gauges.
+    fn publish(&mut self, now: Instant) {
+        self.version += 1;
+        let stats = self.trainer.take_stats();
+        self.metrics.observe_layers(&stats);
+        self.snapshots.publish(Snapshot {
+            model: self.trainer.model().clone(),
+            version: self.version,
+            samples_learned: self.status.samples_learned() + self.chunk.learned,
+        });
+        self.metrics.model_version.set(self.version as i64);
+        self.unpublished = 0;
+        self.last_publish = now;
+    }
+
+    /// Time-based sleep and publication.
+    fn on_timers(&mut self, now: Instant) {
+        if let Some(due) = self.sleep_timer() {
+            if now >= due {
+                self.sleep();
+            }
+        }
+        if self.unpublished > 0 && now >= self.last_publish + self.settings.snapshot_every {
+            self.publish(now);
+        }
+    }
+
+    /// When the clock next asks for a sleep: only in the sleep schedule, with wake samples
+    /// since the last one.
+    fn sleep_timer(&self) -> Option<Instant> {
+        let every = self.settings.sleep_every?;
+        (self.sleep_mode && self.trainer.wake_samples_since_sleep() > 0)
+            .then(|| self.last_sleep + every)
+    }
+
+    /// The earliest timer, or a bounded idle wait.
+    fn next_timer(&self, now: Instant) -> Instant {
+        let mut next = now + IDLE_WAIT;
+        if let Some(due) = self.sleep_timer() {
+            next = next.min(due);
+        }
+        if self.unpublished > 0 {
+            next = next.min(self.last_publish + self.settings.snapshot_every);
+        }
+        next
+    }
+
+    /// Empties the queue without learning (past the drain deadline); returns the count.
+    fn drop_rest(&self) -> usize {
+        let mut rest = Vec::new();
+        let mut n = 0;
+        loop {
+            self.queue.pop(&mut rest, usize::MAX, Duration::ZERO);
+            if rest.is_empty() {
+                return n;
+            }
+            n += rest.len();
+            rest.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Window;
+
+    #[test]
+    fn window_counts_the_last_n() {
+        let mut w = Window::new(3);
+        assert_eq!(w.accuracy(), None);
+        for hit in [true, true, false, false, false] {
+            w.push(hit);
+        }
+        assert_eq!(w.accuracy(), Some(0.0));
+        w.push(true);
+        assert!((w.accuracy().expect("some") - 1.0 / 3.0).abs() < 1e-12);
+    }
+}

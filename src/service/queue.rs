@@ -1,0 +1,307 @@
+//! `LearnQueue`: the bounded hand-off from request handlers to the learner thread. Handlers
+//! `try_push` a whole `ValidatedBatch` or get it back with `Full` (→ 429): never a part, never
+//! more than `capacity` samples. Each accepted sample gets the next sequence number. The queue
+//! also carries the learner's control flags (sleep now, pause, close); they coalesce, so they
+//! are bounded too.
+//!
+//! A `std::sync::Mutex` guards the state: every critical section moves a few pointers and
+//! nothing awaits while holding it. The learner blocks on a `Condvar`; async NDJSON streams
+//! waiting for room await a `tokio::sync::Notify` that the learner signals after each pop.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use prometheus::IntGauge;
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
+
+use crate::service::sample::ValidatedBatch;
+
+/// A sample waiting for the learner.
+#[derive(Debug)]
+pub struct QueuedSample {
+    /// Its sequence number (1, 2, ...; monotonic over the service's life).
+    pub seq: u64,
+    pub features: Vec<f32>,
+    pub label: usize,
+}
+
+/// What a successful push queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// Samples queued.
+    pub count: usize,
+    /// Sequence number of the last one; `None` for an empty batch.
+    pub last_seq: Option<u64>,
+}
+
+/// Why a push queued nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// Not enough room for the whole batch right now.
+    Full,
+    /// The queue is closed: the service is shutting down.
+    Closed,
+}
+
+/// What woke the learner besides samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Signals {
+    /// A sleep phase was requested (`/admin/sleep`); the flag is consumed by the pop.
+    pub sleep_requested: bool,
+    /// The queue is closed: learn what is left, then stop.
+    pub closed: bool,
+}
+
+/// The bounded learn queue.
+#[derive(Debug)]
+pub struct LearnQueue {
+    state: Mutex<State>,
+    /// Signalled on push, control requests and close; the learner waits on it.
+    ready: Condvar,
+    /// Signalled when the learner takes samples out; streams wait on it for room.
+    room: Notify,
+    capacity: usize,
+    depth: IntGauge,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    items: VecDeque<QueuedSample>,
+    last_seq: u64,
+    sleep_requested: bool,
+    paused: bool,
+    closed: bool,
+}
+
+impl LearnQueue {
+    /// An empty queue for `capacity` samples; `depth` mirrors its length.
+    pub fn new(capacity: usize, depth: IntGauge) -> Self {
+        depth.set(0);
+        Self {
+            state: Mutex::new(State::default()),
+            ready: Condvar::new(),
+            room: Notify::new(),
+            capacity,
+            depth,
+        }
+    }
+
+    /// Queues every sample of `batch`, or none: `Full` if they do not all fit now, `Closed`
+    /// after [`LearnQueue::close`]. The batch comes back with the error.
+    pub fn try_push(&self, batch: ValidatedBatch) -> Result<Accepted, (PushError, ValidatedBatch)> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err((PushError::Closed, batch));
+        }
+        let n = batch.len();
+        if n == 0 {
+            return Ok(Accepted {
+                count: 0,
+                last_seq: None,
+            });
+        }
+        if st.items.len() + n > self.capacity {
+            return Err((PushError::Full, batch));
+        }
+        let first = st.last_seq + 1;
+        st.items.extend(
+            batch
+                .into_samples()
+                .into_iter()
+                .zip(first..)
+                .map(|(s, seq)| QueuedSample {
+                    seq,
+                    features: s.features,
+                    label: s.label,
+                }),
+        );
+        st.last_seq += n as u64;
+        let accepted = Accepted {
+            count: n,
+            last_seq: Some(st.last_seq),
+        };
+        self.depth.set(st.items.len() as i64);
+        drop(st);
+        self.ready.notify_one();
+        Ok(accepted)
+    }
+
+    /// A future that completes after the learner next takes samples out. Create it (and
+    /// `enable` it) *before* a `try_push` that may fail, so the wake-up cannot be missed.
+    pub fn room_freed(&self) -> Notified<'_> {
+        self.room.notified()
+    }
+
+    /// Asks the learner for a sleep phase now.
+    pub fn request_sleep(&self) {
+        self.lock().sleep_requested = true;
+        self.ready.notify_one();
+    }
+
+    /// Pauses or resumes learning. A paused learner takes no samples (the queue fills and
+    /// pushes get `Full`) but still sleeps on request; closing overrides a pause.
+    pub fn set_paused(&self, paused: bool) {
+        self.lock().paused = paused;
+        self.ready.notify_one();
+    }
+
+    /// Whether learning is paused.
+    pub fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// Refuses further pushes; the learner drains what is queued and stops.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+        self.room.notify_waiters();
+    }
+
+    /// Whether the queue is closed.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Samples waiting.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// Whether no sample is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Most samples the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Sequence number of the last sample accepted (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.lock().last_seq
+    }
+
+    /// For the learner: waits up to `timeout` for samples (unless paused), a control request,
+    /// or close; moves up to `max` samples into `out` (appending) and returns the signals.
+    pub(crate) fn pop(
+        &self,
+        out: &mut Vec<QueuedSample>,
+        max: usize,
+        timeout: Duration,
+    ) -> Signals {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        loop {
+            let can_take = !st.items.is_empty() && (!st.paused || st.closed);
+            if can_take || st.sleep_requested || st.closed {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self
+                .ready
+                .wait_timeout(st, deadline - now)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        let mut taken = 0;
+        if !st.paused || st.closed {
+            taken = max.min(st.items.len());
+            out.extend(st.items.drain(..taken));
+        }
+        let signals = Signals {
+            sleep_requested: std::mem::take(&mut st.sleep_requested),
+            closed: st.closed,
+        };
+        self.depth.set(st.items.len() as i64);
+        drop(st);
+        if taken > 0 {
+            self.room.notify_waiters();
+        }
+        signals
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent, so a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::pending::PendingLabels;
+    use crate::service::sample::{Features, LabelledInput, SampleShape};
+
+    fn batch(n: usize) -> ValidatedBatch {
+        let g = IntGauge::new("test_pending", "test").expect("valid name");
+        let pending = PendingLabels::new(1, Duration::from_secs(1), g);
+        let inputs = (0..n)
+            .map(|i| LabelledInput {
+                features: Features::Inline(vec![i as f32]),
+                label: 0,
+            })
+            .collect();
+        let shape = SampleShape {
+            inputs: 1,
+            classes: 2,
+        };
+        ValidatedBatch::validate(inputs, shape, &pending, Instant::now()).expect("valid")
+    }
+
+    fn queue(capacity: usize) -> LearnQueue {
+        LearnQueue::new(
+            capacity,
+            IntGauge::new("test_depth", "test").expect("valid name"),
+        )
+    }
+
+    #[test]
+    fn pushes_whole_batches_or_nothing() {
+        let q = queue(5);
+        let a = q.try_push(batch(3)).expect("fits");
+        assert_eq!(
+            a,
+            Accepted {
+                count: 3,
+                last_seq: Some(3)
+            }
+        );
+        let (err, back) = q.try_push(batch(3)).expect_err("does not fit");
+        assert_eq!((err, back.len(), q.len()), (PushError::Full, 3, 3));
+        let a = q.try_push(batch(2)).expect("fits exactly");
+        assert_eq!(a.last_seq, Some(5));
+
+        let mut out = Vec::new();
+        q.pop(&mut out, 4, Duration::ZERO);
+        let seqs: Vec<u64> = out.iter().map(|s| s.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn paused_queue_keeps_samples_until_closed() {
+        let q = queue(5);
+        q.set_paused(true);
+        q.try_push(batch(2)).expect("fits");
+        let mut out = Vec::new();
+        let s = q.pop(&mut out, 10, Duration::from_millis(1));
+        assert!(out.is_empty() && !s.closed);
+        q.request_sleep();
+        let s = q.pop(&mut out, 10, Duration::from_secs(5));
+        assert!(s.sleep_requested && out.is_empty());
+        q.close();
+        let s = q.pop(&mut out, 10, Duration::from_secs(5));
+        assert!(s.closed && !s.sleep_requested);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            q.try_push(batch(1)).map_err(|e| e.0),
+            Err(PushError::Closed)
+        );
+    }
+}
