@@ -2,6 +2,7 @@
 //! environment → flags), sets up logging, binds the listener and runs the service until SIGINT
 //! or SIGTERM. Logs go to stderr; `--print-config` prints the effective config to stdout.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -42,7 +43,10 @@ pub enum LogFormatArg {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = effective_config(&args)?;
     if args.print_config {
-        print!("{}", config.to_toml());
+        print!(
+            "{}",
+            config.to_toml().context("printing the configuration")?
+        );
         return Ok(());
     }
     init_logging(config.log_format)?;
@@ -85,6 +89,7 @@ fn init_logging(format: LogFormat) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder.try_init(),

@@ -57,7 +57,7 @@ pub struct TrainArgs {
     /// How test samples are classified.
     #[arg(long, value_enum, default_value_t = ClassifierArg::Goodness)]
     pub classifier: ClassifierArg,
-    /// Samples per update. Only 1 (per-sample learning) is implemented.
+    /// Samples whose gradients are averaged into one update (1: per-sample learning).
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
     /// Learning rate per sample update.
@@ -192,6 +192,7 @@ impl TrainArgs {
             train_head: classifier == Classifier::Softmax,
             head_lr: self.head_lr,
             negative_temperature: self.negative_temperature,
+            batch_size: self.batch_size,
         };
         (net, train)
     }
@@ -199,10 +200,6 @@ impl TrainArgs {
 
 /// Runs `ffd train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.batch_size == 1,
-        "--batch-size: only per-sample learning (1) is implemented"
-    );
     anyhow::ensure!(args.epochs > 0, "--epochs must be at least 1");
     let mut mnist = load_mnist(&args.mnist)?;
     if let Some(n) = args.train_limit {

@@ -190,6 +190,49 @@ impl Layer {
     }
 }
 
+impl Layer {
+    /// Applies a precomputed gradient to row `j`: `W_j −= lr·(scale·grad + wd·W_j)`,
+    /// `b_j −= lr·bias_grad` (through the momentum buffer, if any). Mini-batch mode.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn apply_gradient_row(
+        &mut self,
+        j: usize,
+        state: &mut LayerState,
+        config: &OptimiserConfig,
+        lr: f32,
+        scale: f32,
+        grad: &[f32],
+        bias_grad: f32,
+    ) {
+        let n = self.inputs();
+        let w = self
+            .weight
+            .as_slice_mut()
+            .expect("layer weights are kept in standard layout");
+        let row = &mut w[j * n..(j + 1) * n];
+        if config.momentum > 0.0 {
+            let beta = config.momentum;
+            kernel::momentum_row2(
+                row,
+                &mut state.velocity_weight[j * n..(j + 1) * n],
+                beta,
+                lr,
+                config.weight_decay,
+                scale,
+                grad,
+                0.0,
+                grad,
+            );
+            let vb = &mut state.velocity_bias[j];
+            *vb = beta * *vb + bias_grad;
+            self.bias[j] -= lr * *vb;
+        } else {
+            kernel::update_row1(row, 1.0 - lr * config.weight_decay, lr * scale, grad);
+            self.bias[j] -= lr * bias_grad;
+        }
+    }
+}
+
 /// A standard normal draw (Box–Muller), so the engine needs no distribution crate.
 pub(crate) fn normal(rng: &mut impl Rng) -> f32 {
     let u1: f64 = rng.gen_range(f64::EPSILON..1.0);

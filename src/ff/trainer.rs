@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::ff::classify::{argmax, Classifier};
 use crate::ff::error::FfError;
 use crate::ff::goodness::Polarity;
+use crate::ff::kernel;
 use crate::ff::layer::Term;
 use crate::ff::negatives::{self, HybridMask, NegativeStrategy};
 use crate::ff::network::{forward_rows, Frozen, LabelInput, Model, Rows, Workspace};
@@ -37,6 +38,9 @@ pub struct TrainConfig {
     /// per-layer logits `(G − θ)/T` and very peaked at `τ = 1`, which would always pick the
     /// single strongest competitor.
     pub negative_temperature: f32,
+    /// Samples whose gradients are summed before one update (offline training only). 1, the
+    /// default and the streaming path, updates after every sample.
+    pub batch_size: usize,
 }
 
 impl Default for TrainConfig {
@@ -49,6 +53,7 @@ impl Default for TrainConfig {
             train_head: false,
             head_lr: 1e-3,
             negative_temperature: 1.0,
+            batch_size: 1,
         }
     }
 }
@@ -62,6 +67,12 @@ impl TrainConfig {
             return Err(FfError::Config {
                 key: "negative_temperature",
                 reason: "must be a finite number > 0".into(),
+            });
+        }
+        if self.batch_size == 0 {
+            return Err(FfError::Config {
+                key: "batch_size",
+                reason: "must be >= 1".into(),
             });
         }
         if !(self.head_lr.is_finite() && self.head_lr > 0.0) {
@@ -168,6 +179,10 @@ pub struct Trainer {
     /// Positive samples learned so far (drives the learning-rate schedule).
     samples: u64,
     stats: TrainStats,
+    /// Mini-batch mode: summed gradients per layer (`[out, in]` and `[out]`) and how many
+    /// samples they hold. Empty when `batch_size == 1`.
+    batch_grad: Vec<(Vec<f32>, Vec<f32>)>,
+    batch_count: usize,
 }
 
 impl Trainer {
@@ -203,6 +218,16 @@ impl Trainer {
             states,
             rng: StdRng::seed_from_u64(seed),
             samples: 0,
+            batch_grad: if config.batch_size > 1 {
+                model
+                    .layers()
+                    .iter()
+                    .map(|l| (vec![0.0; l.outputs() * l.inputs()], vec![0.0; l.outputs()]))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            batch_count: 0,
             model,
             config,
         })
@@ -521,17 +546,84 @@ impl Trainer {
                 }
             }
         }
-        if slots.positive.is_some() || slots.negative.is_some() {
-            self.pending = Some(Pending {
-                positive: slots.positive,
-                negative: slots.negative,
-                lr,
-            });
+        if slots.positive.is_none() && slots.negative.is_none() {
+            return;
         }
+        let pending = Pending {
+            positive: slots.positive,
+            negative: slots.negative,
+            lr,
+        };
+        if self.batch_grad.is_empty() {
+            self.pending = Some(pending);
+        } else {
+            self.accumulate(pending);
+        }
+    }
+
+    /// Mini-batch mode: adds one sample's gradients to the batch sums; applies them, averaged,
+    /// once the batch is full.
+    fn accumulate(&mut self, p: Pending) {
+        let ws = &self.ws[self.cur];
+        for (l, (gw, gb)) in self.batch_grad.iter_mut().enumerate() {
+            let n = self.model.layers[l].inputs();
+            let input = |i: usize, slot: usize| -> &[f32] {
+                if l == 0 {
+                    &ws.input0[i]
+                } else {
+                    &ws.h_norm[l - 1][slot * n..(slot + 1) * n]
+                }
+            };
+            for (i, slot) in [(0, p.positive), (1, p.negative)] {
+                let Some(slot) = slot else { continue };
+                let (dz, x) = (&ws.dz[i][l], input(i, slot));
+                for (j, (&d, b)) in dz.iter().zip(gb.iter_mut()).enumerate() {
+                    kernel::update_row1(&mut gw[j * n..(j + 1) * n], 1.0, -d, x);
+                    *b += d;
+                }
+            }
+        }
+        self.batch_count += 1;
+        if self.batch_count >= self.config.batch_size {
+            self.apply_batch(p.lr);
+        }
+    }
+
+    /// Applies the averaged batch gradient and clears it.
+    fn apply_batch(&mut self, lr: f32) {
+        if self.batch_count == 0 {
+            return;
+        }
+        let scale = 1.0 / self.batch_count as f32;
+        let opt = &self.config.optimiser;
+        for (l, (gw, gb)) in self.batch_grad.iter_mut().enumerate() {
+            let n = self.model.layers[l].inputs();
+            // The averaged gradient is one term with unit coefficient per row.
+            for j in 0..gb.len() {
+                let row_grad = &gw[j * n..(j + 1) * n];
+                let layer = &mut self.model.layers[l];
+                layer.apply_gradient_row(
+                    j,
+                    &mut self.states[l],
+                    opt,
+                    lr,
+                    scale,
+                    row_grad,
+                    gb[j] * scale,
+                );
+            }
+            gw.fill(0.0);
+            gb.fill(0.0);
+        }
+        self.batch_count = 0;
     }
 
     /// Applies the pending update, if any, in a pass of its own.
     fn flush(&mut self) {
+        if !self.batch_grad.is_empty() {
+            let lr = self.config.optimiser.lr * self.config.optimiser.schedule.factor(self.samples);
+            self.apply_batch(lr);
+        }
         let Some(pending) = self.pending.take() else {
             return;
         };
@@ -732,6 +824,26 @@ mod tests {
                 assert_eq!(fused.layer_states(), immediate.layer_states());
             }
         }
+    }
+
+    /// Mini-batch mode sums gradients and changes the weights once per full batch.
+    #[test]
+    fn mini_batches_update_once_per_batch() {
+        let config = TrainConfig {
+            batch_size: 4,
+            ..Default::default()
+        };
+        let mut t = toy(config, 5);
+        let start = t.model.clone();
+        for i in 0..3 {
+            let (x, y) = sample(i);
+            t.learn(&x, y, false).expect("valid sample");
+            assert_eq!(t.model, start, "changed after {} samples", i + 1);
+        }
+        let (x, y) = sample(3);
+        t.learn(&x, y, false).expect("valid sample");
+        assert_ne!(t.model, start);
+        assert_eq!(t.batch_count, 0);
     }
 
     #[test]

@@ -26,21 +26,38 @@ pub const ENV_SEPARATOR: &str = "__";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("{}: {source}", .path.display())]
+    #[error("cannot read the config file {}", .path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// A layer is not valid TOML, or does not fit the config's shape.
     #[error("{origin}: {message}")]
-    Parse { origin: String, message: String },
+    Parse {
+        /// The layer: a file, or the merged configuration and the variables that went in.
+        origin: String,
+        /// What does not parse, with the key.
+        message: String,
+    },
     /// An environment variable cannot be turned into a key.
     #[error("environment variable {var}: {reason}")]
-    Env { var: String, reason: String },
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong with its name.
+        reason: String,
+    },
     /// A key holds a value outside its range, or keys that do not fit together.
     #[error("invalid configuration: `{key}` {reason}")]
-    Invalid { key: String, reason: String },
+    Invalid {
+        /// The key, with its section (`learner.queue_capacity`).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Output format of the logs of `ffd serve`.
@@ -85,13 +102,21 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSection {
+    /// Learning rate per sample update (constant).
     pub lr: f32,
+    /// Heavy-ball momentum (0: none).
     pub momentum: f32,
+    /// L2 weight decay.
     pub weight_decay: f32,
+    /// Peer-normalisation strength (0: off).
     pub peer_norm: f32,
+    /// Per-sample decay of the mean activities peer normalisation uses.
     pub peer_decay: f32,
+    /// How `/classify` and the prequential evaluation classify.
     pub classifier: Classifier,
+    /// Train the softmax head (needed by the softmax classifier).
     pub train_head: bool,
+    /// Learning rate of the softmax head.
     pub head_lr: f32,
     /// Temperature of the softmax that hard negatives are drawn from.
     pub negative_temperature: f32,
@@ -101,6 +126,7 @@ pub struct TrainSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScheduleSection {
+    /// `sleep` (wake/sleep) or `interleaved`.
     pub mode: ScheduleMode,
     /// Sleep after this many wake samples.
     pub sleep_every_samples: usize,
@@ -110,6 +136,7 @@ pub struct ScheduleSection {
     pub replay_size: usize,
     /// Negative updates per sleep (0: as many as wake samples since the last sleep).
     pub negatives_per_sleep: usize,
+    /// How negatives are made.
     pub negatives: NegativeStrategy,
 }
 
@@ -285,7 +312,7 @@ impl Config {
                     let names: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
                     format!("configuration (with {})", names.join(", "))
                 },
-                message: format!("`{}`: {}", e.path(), e.inner()),
+                message: format!("`{}`: {}", e.path(), e.inner().message()),
             }
         })
     }
@@ -343,6 +370,13 @@ impl Config {
         if h.request_timeout_ms == 0 {
             return invalid("http.request_timeout_ms", "must be > 0");
         }
+        if self
+            .model_file
+            .as_ref()
+            .is_some_and(|p| p.to_str().is_none())
+        {
+            return invalid("model_file", "must be a UTF-8 path");
+        }
         let p = &self.pending;
         if p.capacity == 0 {
             return invalid("pending.capacity", "must be > 0");
@@ -378,12 +412,15 @@ impl Config {
             train_head: t.train_head,
             head_lr: t.head_lr,
             negative_temperature: t.negative_temperature,
+            // A stream updates per sample.
+            batch_size: 1,
         }
     }
 
-    /// The configuration as TOML (what `--print-config` shows).
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("a Config has only string keys and TOML-representable values")
+    /// The configuration as TOML (what `--print-config` shows). Fails only on a `model_file`
+    /// path that is not UTF-8 (which [`Config::validate`] refuses).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
     }
 
     /// `schedule.sleep_every_seconds` as a duration; `None` when time-based sleep is off.
@@ -492,10 +529,12 @@ mod tests {
 
     #[test]
     fn printed_config_reads_back() {
-        let mut c = Config::default();
-        c.model_file = Some("m.safetensors".into());
+        let mut c = Config {
+            model_file: Some("m.safetensors".into()),
+            ..Default::default()
+        };
         c.network.hidden = vec![7, 9];
-        let back: Config = toml::from_str(&c.to_toml()).expect("round trip");
+        let back: Config = toml::from_str(&c.to_toml().expect("serialises")).expect("round trip");
         assert_eq!(back, c);
     }
 
@@ -543,7 +582,8 @@ mod tests {
         assert!(err.to_string().contains("queue_capacity"), "{err}");
         assert!(err.to_string().contains("ffd.toml"), "{err}");
 
-        let cases: [(fn(&mut Config), &str); 6] = [
+        type Breaker = fn(&mut Config);
+        let cases: [(Breaker, &str); 6] = [
             (|c| c.learner.queue_capacity = 0, "learner.queue_capacity"),
             (|c| c.train.lr = -1.0, "train.lr"),
             (|c| c.network.hidden = vec![], "network.hidden"),

@@ -119,6 +119,7 @@ pub fn spawn(
         drain_deadline: Arc::clone(&drain_deadline),
         version,
         unpublished: 0,
+        dirty: false,
         last_publish: now,
         last_sleep: now,
         chunk: Counts::default(),
@@ -185,6 +186,8 @@ struct Learner {
     version: u64,
     /// Samples learned since the last publication.
     unpublished: u64,
+    /// The model changed (a sample or a sleep) since the last publication.
+    dirty: bool,
     last_publish: Instant,
     last_sleep: Instant,
     chunk: Counts,
@@ -221,10 +224,15 @@ impl Learner {
                 self.learn(sample);
             }
             batch.clear();
-            self.flush();
             if signals.sleep_requested {
                 self.sleep();
             }
+            // Publishing before the status moves means a reader who sees every sample learned
+            // also classifies with them. Only when idle: under load the timers decide.
+            if self.dirty && self.queue.is_empty() {
+                self.publish(Instant::now());
+            }
+            self.flush();
             self.on_timers(Instant::now());
             if signals.closed {
                 let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
@@ -237,7 +245,7 @@ impl Learner {
                 }
             }
         }
-        if self.unpublished > 0 {
+        if self.dirty {
             self.publish(Instant::now());
         }
         tracing::info!(
@@ -257,6 +265,7 @@ impl Learner {
         self.chunk.correct += u64::from(hit);
         self.chunk.last_seq = Some(s.seq);
         self.unpublished += 1;
+        self.dirty = true;
         if outcome.sleep_due {
             self.sleep();
         }
@@ -297,6 +306,7 @@ impl Learner {
         let now = Instant::now();
         self.set_phase(Phase::Wake);
         self.last_sleep = now;
+        self.dirty = true;
         let m = &self.metrics;
         m.sleep_duration
             .observe(now.duration_since(started).as_secs_f64());
@@ -325,6 +335,7 @@ impl Learner {
         });
         self.metrics.model_version.set(self.version as i64);
         self.unpublished = 0;
+        self.dirty = false;
         self.last_publish = now;
     }
 
@@ -335,7 +346,7 @@ impl Learner {
                 self.sleep();
             }
         }
-        if self.unpublished > 0 && now >= self.last_publish + self.settings.snapshot_every {
+        if self.dirty && now >= self.last_publish + self.settings.snapshot_every {
             self.publish(now);
         }
     }
@@ -354,7 +365,7 @@ impl Learner {
         if let Some(due) = self.sleep_timer() {
             next = next.min(due);
         }
-        if self.unpublished > 0 {
+        if self.dirty {
             next = next.min(self.last_publish + self.settings.snapshot_every);
         }
         next

@@ -64,7 +64,9 @@ impl RejectReason {
 /// The learner's phase (`ffd_phase`: 0 wake, 1 sleep).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Learning samples as they come (positive updates).
     Wake = 0,
+    /// Learning negatives from the replay buffer.
     Sleep = 1,
 }
 

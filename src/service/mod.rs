@@ -19,6 +19,8 @@
 //! learner learns what is queued → the learner thread is joined. All of it within
 //! `learner.drain_timeout_ms`; samples still queued at the deadline are dropped and logged.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod http;
 pub mod learner;
@@ -60,18 +62,20 @@ pub enum ServiceError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The model file could not be loaded.
-    #[error("loading the model: {0}")]
+    #[error("cannot load the model")]
     Model(#[from] StoreError),
     /// The engine refused the configuration.
-    #[error("engine: {0}")]
+    #[error("the engine refused the configuration")]
     Engine(#[from] FfError),
     /// The metrics could not be registered (a bug).
-    #[error("metrics: {0}")]
+    #[error("cannot register the metrics")]
     Metrics(#[from] prometheus::Error),
     /// Serving or starting the learner thread failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
+        /// What was being done.
         what: &'static str,
+        /// Why it failed.
         #[source]
         source: std::io::Error,
     },
@@ -182,7 +186,7 @@ impl Service {
     pub async fn serve(
         self,
         listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServiceError> {
         let Service {
             state,
@@ -199,43 +203,37 @@ impl Service {
             .into_future();
         let mut server = tokio::spawn(server);
 
-        let ended_early = tokio::select! {
+        let stopped_early = tokio::select! {
             result = &mut server => Some(result),
             () = shutdown => None,
         };
         trigger.trigger();
-        let early = ended_early.is_some();
         let deadline = Instant::now() + drain;
-        let served = match ended_early {
-            Some(result) => result,
-            None => match tokio::time::timeout_at(deadline.into(), &mut server).await {
-                Ok(result) => result,
+        if stopped_early.is_none() {
+            match tokio::time::timeout_at(deadline.into(), &mut server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "the server failed while stopping"),
+                Ok(Err(e)) => tracing::error!(error = %e, "the server task failed while stopping"),
                 Err(_) => {
                     tracing::warn!("in-flight requests outlived the drain timeout; closing them");
                     server.abort();
-                    Ok(Ok(()))
                 }
-            },
-        };
-        let queued = state.queue.len();
-        tracing::info!(queued, "draining the learn queue");
+            }
+        }
+        tracing::info!(queued = state.queue.len(), "draining the learn queue");
         let joined = tokio::task::spawn_blocking(move || learner.finish(deadline)).await;
         if !matches!(joined, Ok(Ok(()))) {
             return Err(ServiceError::LearnerPanicked);
         }
-        match served {
-            Ok(Ok(())) if !early => Ok(()),
-            Ok(Ok(())) => Err(ServiceError::Io {
+        match stopped_early {
+            None => Ok(()),
+            Some(result) => Err(ServiceError::Io {
                 what: "serving HTTP",
-                source: std::io::Error::other("the server stopped before shutdown was requested"),
-            }),
-            Ok(Err(source)) => Err(ServiceError::Io {
-                what: "serving HTTP",
-                source,
-            }),
-            Err(e) => Err(ServiceError::Io {
-                what: "serving HTTP",
-                source: std::io::Error::other(e.to_string()),
+                source: match result {
+                    Ok(Ok(())) => std::io::Error::other("the server stopped on its own"),
+                    Ok(Err(e)) => e,
+                    Err(e) => std::io::Error::other(e.to_string()),
+                },
             }),
         }
     }
@@ -246,7 +244,7 @@ impl Service {
 pub async fn run(
     listener: TcpListener,
     config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServiceError> {
     Service::new(config)?.serve(listener, shutdown).await
 }

@@ -16,7 +16,9 @@ pub const MAX_ID_BYTES: usize = 256;
 /// the request fails).
 #[derive(Debug)]
 pub struct Taken {
+    /// The features.
     pub features: Vec<f32>,
+    /// When `/classify` kept them.
     pub inserted: Instant,
 }
 

@@ -23,7 +23,9 @@ use crate::service::sample::ValidatedBatch;
 pub struct QueuedSample {
     /// Its sequence number (1, 2, ...; monotonic over the service's life).
     pub seq: u64,
+    /// Validated features.
     pub features: Vec<f32>,
+    /// Validated label.
     pub label: usize,
 }
 

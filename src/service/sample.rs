@@ -10,7 +10,9 @@ use crate::service::pending::{PendingLabels, Taken, MAX_ID_BYTES};
 /// One labelled sample ready for the learner.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
+    /// `inputs` finite values.
     pub features: Vec<f32>,
+    /// In `0..classes`.
     pub label: usize,
 }
 
@@ -26,7 +28,9 @@ pub enum Features {
 /// A labelled sample as a request carries it, before any check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelledInput {
+    /// The features, or where to find them.
     pub features: Features,
+    /// The label as sent (checked against `0..classes`).
     pub label: i64,
 }
 

@@ -11,6 +11,7 @@ use crate::ff::Model;
 /// The model as of one publication.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    /// A copy of the learner's model.
     pub model: Model,
     /// 0 for the starting model, then +1 per publication.
     pub version: u64,

@@ -46,8 +46,11 @@ pub struct ClassifyItem {
 /// The classification of one sample.
 #[derive(Debug, Serialize)]
 pub struct Classification {
+    /// The predicted class.
     pub label: usize,
+    /// Per-class probabilities (the softmax of `scores`).
     pub probabilities: Vec<f32>,
+    /// Per-class scores: summed goodness logits, or the softmax head's logits.
     pub scores: Vec<f32>,
     /// Version of the snapshot that classified it.
     pub model_version: u64,
@@ -57,8 +60,13 @@ pub struct Classification {
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum ClassifyResponse {
+    /// For `{features}`.
     One(Classification),
-    Many { results: Vec<Classification> },
+    /// For `{samples}`.
+    Many {
+        /// One per sample, in order.
+        results: Vec<Classification>,
+    },
 }
 
 /// The handler.

@@ -50,14 +50,21 @@ pub enum ApiError {
     /// A sample that fails validation (422); nothing of its request was learned (except for
     /// the lines of a stream before it, see `Stream`).
     #[error("{at}: `{}` {}", .error.field, .error.detail)]
-    InvalidSample { at: Position, error: SampleError },
+    InvalidSample {
+        /// Where the sample is.
+        at: Position,
+        /// What is wrong with it.
+        error: SampleError,
+    },
     /// The body took longer than the request time limit (408).
     #[error("the request body did not arrive within {0} ms")]
     Timeout(u64),
     /// The learn queue has no room for the whole request (429, with `Retry-After`).
     #[error("the learn queue is full ({capacity} samples); retry after {retry_after_seconds} s")]
     QueueFull {
+        /// The queue's capacity, in samples.
         capacity: usize,
+        /// The `Retry-After` header.
         retry_after_seconds: u64,
     },
     /// Shutdown has begun (503).
@@ -81,15 +88,21 @@ pub enum ApiError {
     /// An NDJSON stream stopped part-way: what it accepted before `error` stays queued.
     #[error("{error}")]
     Stream {
+        /// What stopped the stream.
         error: Box<ApiError>,
+        /// Lines queued before it.
         accepted: usize,
+        /// Sequence number of the last of them.
         last_seq: Option<u64>,
     },
 }
 
 /// The detail of a 500, handed to the logging middleware through the response extensions.
 #[derive(Debug, Clone)]
-pub struct InternalDetail(pub String);
+pub struct InternalDetail(
+    /// The error text.
+    pub String,
+);
 
 impl ApiError {
     /// The HTTP status.

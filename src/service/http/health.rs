@@ -40,13 +40,17 @@ pub struct ModelInfo<'a> {
     /// Layer widths from input to top: `[input_width, hidden...]` (the input includes the
     /// label slots when they are appended).
     pub layer_sizes: Vec<usize>,
+    /// Features per sample.
     pub inputs: usize,
+    /// Number of classes.
     pub classes: usize,
+    /// The wake/sleep schedule.
     pub schedule: &'a ScheduleSection,
     /// `wake` or `sleep`.
     pub phase: &'static str,
     /// Whether learning is paused (`/admin/pause`).
     pub paused: bool,
+    /// Whether the learner thread runs.
     pub learner_running: bool,
     /// Version of the snapshot `/classify` uses.
     pub model_version: u64,
@@ -54,14 +58,19 @@ pub struct ModelInfo<'a> {
     pub snapshot_samples_learned: u64,
     /// Wake samples learned so far (may be ahead of the snapshot).
     pub samples_learned: u64,
+    /// Sleep phases completed.
     pub sleep_cycles: u64,
+    /// Samples waiting in the learn queue.
     pub queue_depth: usize,
+    /// Samples the learn queue holds.
     pub queue_capacity: usize,
     /// Sequence number of the last sample accepted.
     pub last_seq: u64,
     /// Sequence number of the last sample learned.
     pub learned_seq: u64,
+    /// Features waiting for a delayed label.
     pub pending_entries: usize,
+    /// The effective configuration.
     pub config: &'a Config,
 }
 

@@ -39,11 +39,17 @@ const UNMATCHED_ROUTE: &str = "unmatched";
 pub struct AppState {
     /// The effective configuration (shown by `/v1/model`).
     pub config: Config,
+    /// Where validated samples go.
     pub queue: Arc<LearnQueue>,
+    /// The model `/classify` uses.
     pub snapshots: Arc<Snapshots>,
+    /// Features waiting for delayed labels.
     pub pending: Arc<PendingLabels>,
+    /// Every metric.
     pub metrics: Arc<Metrics>,
+    /// The learner's progress.
     pub status: Arc<LearnerStatus>,
+    /// Whether shutdown has begun.
     pub shutdown: ShutdownNotice,
     /// Shape every sample must have.
     pub shape: SampleShape,
