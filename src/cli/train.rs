@@ -99,6 +99,10 @@ pub struct TrainArgs {
     /// Random seed (initialisation, shuffling, negatives).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Classify each training sample before learning it (test-then-train), as the service does,
+    /// and report the prequential accuracy.
+    #[arg(long)]
+    pub prequential: bool,
     /// Evaluation threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -238,12 +242,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut curve = Vec::new();
     let mut last_error = f64::NAN;
     let mut sleeps = 0u64;
+    let mut prequential_correct = 0u64;
     for epoch in 1..=args.epochs {
         order.shuffle(&mut shuffle_rng);
         let started = Instant::now();
         for (i, &idx) in order.iter().enumerate() {
             let (x, y) = train.sample(idx);
-            let outcome = trainer.learn_unchecked(x, y, false);
+            let outcome = trainer.learn_unchecked(x, y, args.prequential);
+            if outcome.predicted == Some(y) {
+                prequential_correct += 1;
+            }
             if outcome.sleep_due {
                 trainer.sleep();
                 sleeps += 1;
@@ -299,6 +307,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "train_seconds": train_seconds,
         "samples_per_second": (train.len() * args.epochs) as f64 / train_seconds,
         "seed": args.seed,
+        "prequential_accuracy": args
+            .prequential
+            .then(|| prequential_correct as f64 / (train.len() * args.epochs) as f64),
         "curve": curve,
     });
     println!("{summary}");

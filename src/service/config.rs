@@ -154,6 +154,10 @@ pub struct LearnerSection {
     pub prequential_window: usize,
     /// On shutdown: time for in-flight requests and for learning what is queued.
     pub drain_timeout_ms: u64,
+    /// Scheduling priority (Unix nice value, 0..=19) of the learner thread. Learning is
+    /// throughput work; `/classify` is latency work: on a busy machine a positive value lets
+    /// request threads preempt the learner instead of waiting out its time slice.
+    pub nice: i32,
 }
 
 /// `[http]`: request limits.
@@ -243,6 +247,7 @@ impl Default for LearnerSection {
             snapshot_every_ms: 250,
             prequential_window: 1000,
             drain_timeout_ms: 10_000,
+            nice: 10,
         }
     }
 }
@@ -350,6 +355,9 @@ impl Config {
         }
         if l.prequential_window == 0 {
             return invalid("learner.prequential_window", "must be > 0");
+        }
+        if !(0..=19).contains(&l.nice) {
+            return invalid("learner.nice", "must be in 0..=19");
         }
         let h = &self.http;
         if h.max_body_bytes == 0 {

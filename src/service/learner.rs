@@ -32,6 +32,8 @@ pub struct LearnerSettings {
     pub sleep_every: Option<Duration>,
     /// Samples in the rolling prequential accuracy.
     pub prequential_window: usize,
+    /// Nice value of the learner thread.
+    pub nice: i32,
 }
 
 /// What the learner has done so far, readable from any thread (for `/v1/model`, `/readyz` and
@@ -126,7 +128,10 @@ pub fn spawn(
     };
     let thread = std::thread::Builder::new()
         .name("ffd-learner".into())
-        .spawn(move || learner.run())?;
+        .spawn(move || {
+            lower_priority(learner.settings.nice);
+            learner.run()
+        })?;
     Ok(LearnerHandle {
         thread,
         drain_deadline,
@@ -400,5 +405,24 @@ mod tests {
         assert_eq!(w.accuracy(), Some(0.0));
         w.push(true);
         assert!((w.accuracy().expect("some") - 1.0 / 3.0).abs() < 1e-12);
+    }
+}
+
+/// Sets the calling thread's nice value (Linux: per thread). Failure only costs latency, so it
+/// is logged, not fatal.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on the current thread; no memory is passed.
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+        };
+        if rc != 0 {
+            tracing::warn!(nice, error = %std::io::Error::last_os_error(), "could not lower the learner's priority");
+        }
     }
 }

@@ -135,6 +135,7 @@ impl Service {
             snapshot_every: Duration::from_millis(config.learner.snapshot_every_ms),
             sleep_every: config.sleep_interval(),
             prequential_window: config.learner.prequential_window,
+            nice: config.learner.nice,
         };
         let learner = learner::spawn(
             trainer,

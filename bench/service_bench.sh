@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Service benchmarks (issue targets for `ffd serve`), all in one run on this machine:
+#   1. nothing lost over HTTP: `ffd replay` of one epoch into a default server vs `ffd train`
+#      with the same config and schedule (constant learning rate, sleep every 16);
+#   2. ingest rate over HTTP (batches of 100) vs the engine's in-process rate for the same work
+#      (`ffd train --prequential`: test-then-train, like the service);
+#   3. /classify latency and rate (wrk, one sample per request) while the learner runs flat out.
+#
+# Usage: bench/service_bench.sh MNIST_DIR [PORT]
+# MNIST_DIR holds the four standard IDX files (gzipped or raw); see README.md for where to get them.
+set -euo pipefail
+mnist=${1:?usage: bench/service_bench.sh MNIST_DIR [PORT]}
+port=${2:-18080}
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+ffd=target/release/ffd
+url=http://127.0.0.1:$port
+command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
+
+start_server() {
+    $ffd serve --listen 127.0.0.1:$port >/tmp/ffd-bench-server.log 2>&1 &
+    server=$!
+    for _ in $(seq 100); do $ffd healthcheck --url $url >/dev/null 2>&1 && return; sleep 0.1; done
+    echo "server did not start" >&2; exit 1
+}
+stop_server() { kill -TERM $server; wait $server || true; }
+trap 'kill $server 2>/dev/null || true' EXIT
+
+echo "== 1+2: replay one epoch over HTTP (batch 100, 2 in flight) vs ffd train, sleep every 16"
+start_server
+$ffd replay --mnist "$mnist" --url $url --epochs 1 --batch 100 --concurrency 2 2>/dev/null | tail -1 | tee /tmp/ffd-bench-replay.json
+stop_server
+$ffd train --mnist "$mnist" --epochs 1 --schedule sleep --sleep-every 16 --lr-decay-start 1 --prequential 2>/dev/null \
+    | tail -1 | tee /tmp/ffd-bench-train.json
+python3 - <<'PY'
+import json
+r = json.load(open("/tmp/ffd-bench-replay.json")); t = json.load(open("/tmp/ffd-bench-train.json"))
+print(f"test error: replay {100*r['test_error']:.2f}%  train {100*t['test_error']:.2f}%  "
+      f"difference {100*(r['test_error']-t['test_error']):+.2f} pp")
+print(f"samples/s: HTTP ingest {r['ingest_samples_per_second']:.0f}  engine {t['samples_per_second']:.0f}  "
+      f"ratio {r['ingest_samples_per_second']/t['samples_per_second']:.2f}")
+print(f"prequential accuracy: replay {r['prequential_accuracy']:.4f}  train {t['prequential_accuracy']:.4f}")
+PY
+
+echo "== 3: /classify under load (learner flat out on a 5-epoch replay)"
+python3 - "$mnist" >/tmp/ffd-bench-body.json <<'PY'
+import gzip, json, os, struct, sys
+d = sys.argv[1]
+p = os.path.join(d, "t10k-images-idx3-ubyte.gz")
+raw = gzip.open(p).read() if os.path.exists(p) else open(p[:-3], "rb").read()
+n, rows, cols = struct.unpack(">III", raw[4:16])
+px = raw[16:16 + rows * cols]
+print(json.dumps({"features": [b / 255 for b in px]}))
+PY
+start_server
+$ffd replay --mnist "$mnist" --url $url --epochs 5 --test-limit 0 --timeout 600 >/dev/null 2>&1 &
+replay=$!
+sleep 3
+FFD_CLASSIFY_BODY=/tmp/ffd-bench-body.json wrk -t1 -c4 -d15s --latency -s bench/classify.lua $url/classify | tail -3
+curl -s $url/v1/model | python3 -c 'import json,sys; d=json.load(sys.stdin); print("learner queue depth during the run:", d["queue_depth"], " samples learned:", d["samples_learned"])'
+kill $replay 2>/dev/null || true
+stop_server
