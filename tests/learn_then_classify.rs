@@ -43,6 +43,8 @@ async fn learning_over_http_beats_chance_and_moves_the_metrics() {
     let mut config = small_config();
     // Only the sample count may trigger sleeps, so the run is comparable with the engine's.
     config.schedule.sleep_every_seconds = 0.0;
+    // Serve the live weights: this test compares them bit for bit with the engine's.
+    config.learner.average_decay = 0.0;
     let (reference, hits) = in_process(&config, &data.train);
     let window = config.learner.prequential_window;
     let server = start_server(config).await;

@@ -165,8 +165,8 @@ def score_all_labels(net, x):
     Every one-hot label adds exactly 1 to the input's sum of squares, so all 10
     candidate inputs share one RMS scale c, and the first layer's pre-activation is
     W_x (c x) + b + c W_label[:, k]: one matrix-vector product for all labels plus a
-    column each. Scores are the goodness summed over layers >= 2 (the first layer's
-    goodness mostly reflects the label column itself); a one-layer net uses layer 1.
+    column each. Scores are the goodness summed over layers >= 2, as in the paper;
+    a one-layer net has only layer 1 to score with.
     Returns (scores[10], [(x_hat, h) per layer >= 2, each [10, ...]], h1[10, out]).
     """
     w1, b1 = net.weights[0], net.biases[0]
@@ -316,8 +316,7 @@ def measure(variant, sizes, xs, labels, wrong_offsets, warmup, samples, seed):
     t0, cpu0 = time.perf_counter(), time.process_time()
     go(warmup, samples)
     seconds = time.perf_counter() - t0
-    # CPU seconds per wall second: well below the thread count while the timed loop
-    # ran means other processes took the cores and the number is pessimistic.
+    # CPU seconds per wall second, to tell a slow run from a run that lost its cores.
     cpu_per_wall = (time.process_time() - cpu0) / seconds
     for w in net.weights:
         if not torch.isfinite(w).all():
@@ -382,11 +381,14 @@ def main():
             rate = statistics.median(rates)
             seconds = statistics.median(s for _, s, _ in runs)
             cpu_per_wall = statistics.median(c for _, _, c in runs)
+            # An idle machine gives ~threads CPU seconds per wall second (OpenMP workers
+            # spin); less means other processes held the cores during the measurement.
+            contended = cpu_per_wall < 0.9 * args.threads
             spread = (f", runs {'/'.join(f'{r:.0f}' for r in rates)}"
                       if args.repeats > 1 else "")
             print(f"{arch:<22} {variant:<18} {rate:8.1f} samples/s  ({samples} samples, "
-                  f"{seconds:.1f} s, cpu/wall {cpu_per_wall:.2f}, load {load:.1f}{spread})",
-                  flush=True)
+                  f"{seconds:.1f} s, cpu/wall {cpu_per_wall:.2f}, load {load:.1f}{spread})"
+                  f"{'  CONTENDED' if contended else ''}", flush=True)
             results.append({
                 "layers": sizes,
                 "variant": variant,
@@ -396,6 +398,7 @@ def main():
                 "runs": [round(r, 1) for r in rates],
                 "cpu_per_wall": round(cpu_per_wall, 2),
                 "load1_before": round(load, 2),
+                "contended": contended,
             })
     print(json.dumps({"threads": args.threads, "torch": torch.__version__,
                       "data": "mnist" if args.mnist else "synthetic",

@@ -103,6 +103,13 @@ pub struct TrainArgs {
     /// and report the prequential accuracy.
     #[arg(long)]
     pub prequential: bool,
+    /// Also keep an exponential moving average of the weights, updated every
+    /// `--average-every` samples with this decay, and evaluate it (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub average_decay: f32,
+    /// Samples between updates of the weight average.
+    #[arg(long, default_value_t = 100)]
+    pub average_every: usize,
     /// Evaluation threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -243,6 +250,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut last_error = f64::NAN;
     let mut sleeps = 0u64;
     let mut prequential_correct = 0u64;
+    let averaging = args.average_decay > 0.0;
+    anyhow::ensure!(
+        args.average_decay < 1.0 && args.average_every > 0,
+        "--average-decay must be in [0, 1) and --average-every > 0"
+    );
+    let mut average = trainer.model().clone();
+    let mut seen = 0usize;
     for epoch in 1..=args.epochs {
         order.shuffle(&mut shuffle_rng);
         let started = Instant::now();
@@ -255,6 +269,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             if outcome.sleep_due {
                 trainer.sleep();
                 sleeps += 1;
+            }
+            seen += 1;
+            if averaging && seen % args.average_every == 0 {
+                average.blend_toward(trainer.model(), 1.0 - args.average_decay)?;
             }
             if i % 256 == 255 {
                 bar.inc(256);
@@ -270,7 +288,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             .iter()
             .map(|l| format!("{:.0}/{:.0}", l.positive_goodness(), l.negative_goodness()))
             .collect();
-        let eval = evaluate(trainer.model(), test, classifier, args.threads);
+        let eval = if averaging {
+            evaluate(&average, test, classifier, args.threads)
+        } else {
+            evaluate(trainer.model(), test, classifier, args.threads)
+        };
         last_error = eval.error_rate();
         let rate = train.len() as f64 / epoch_seconds;
         bar.suspend(|| {

@@ -247,6 +247,37 @@ mod tests {
         }
     }
 
+    /// `blend_toward` moves every parameter the given fraction of the way, and refuses a model
+    /// of another shape.
+    #[test]
+    fn blending_moves_parameters_part_way() {
+        let mut a = model();
+        let b =
+            Model::new(a.config().clone(), &mut StdRng::seed_from_u64(6)).expect("valid config");
+        let (w0, wb) = (
+            a.layers()[1].weight()[(3, 4)],
+            b.layers()[1].weight()[(3, 4)],
+        );
+        a.blend_toward(&b, 0.25).expect("same configuration");
+        let expected = w0 + 0.25 * (wb - w0);
+        assert!((a.layers()[1].weight()[(3, 4)] - expected).abs() < 1e-6);
+        a.blend_toward(&b, 1.0).expect("same configuration");
+        for (la, lb) in a.layers().iter().zip(b.layers()) {
+            for (x, y) in la.weight().iter().zip(lb.weight()) {
+                assert!((x - y).abs() < 1e-6);
+            }
+        }
+        let other = Model::new(
+            NetworkConfig {
+                hidden: vec![12],
+                ..a.config().clone()
+            },
+            &mut StdRng::seed_from_u64(1),
+        )
+        .expect("valid config");
+        assert!(a.blend_toward(&other, 0.5).is_err());
+    }
+
     #[test]
     fn scores_are_probabilities() {
         let m = model();

@@ -227,6 +227,31 @@ impl Model {
         })
     }
 
+    /// Moves every parameter a fraction `weight` of the way towards `other`'s:
+    /// `p ← p + weight·(p_other − p)`. Called every few samples with a small `weight`, it keeps
+    /// an exponential moving average of a model being trained (Polyak averaging): per-sample
+    /// SGD at a constant rate leaves the live weights noisy; their average classifies better.
+    pub fn blend_toward(&mut self, other: &Model, weight: f32) -> Result<(), FfError> {
+        if self.config != other.config {
+            return Err(FfError::Config {
+                key: "network",
+                reason: "can only average models of the same configuration".into(),
+            });
+        }
+        for (mine, theirs) in self.layers.iter_mut().zip(&other.layers) {
+            let (w, b) = mine.params_mut();
+            w.zip_mut_with(theirs.weight(), |x, &y| *x += weight * (y - *x));
+            b.zip_mut_with(theirs.bias(), |x, &y| *x += weight * (y - *x));
+        }
+        self.head
+            .weight
+            .zip_mut_with(&other.head.weight, |x, &y| *x += weight * (y - *x));
+        self.head
+            .bias
+            .zip_mut_with(&other.head.bias, |x, &y| *x += weight * (y - *x));
+        Ok(())
+    }
+
     /// The network's configuration.
     pub fn config(&self) -> &NetworkConfig {
         &self.config

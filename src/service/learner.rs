@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::ff::{ScheduleMode, Trainer};
+use crate::ff::{Model, ScheduleMode, Trainer};
 use crate::service::metrics::{Metrics, Phase};
 use crate::service::queue::{LearnQueue, QueuedSample};
 use crate::service::snapshot::{Snapshot, Snapshots};
@@ -34,6 +34,9 @@ pub struct LearnerSettings {
     pub prequential_window: usize,
     /// Nice value of the learner thread.
     pub nice: i32,
+    /// Weight averaging for published snapshots: `(every_samples, decay)`; `None` publishes
+    /// the live weights.
+    pub average: Option<(u64, f32)>,
 }
 
 /// What the learner has done so far, readable from any thread (for `/v1/model`, `/readyz` and
@@ -125,7 +128,13 @@ pub fn spawn(
         last_publish: now,
         last_sleep: now,
         chunk: Counts::default(),
+        average: None,
+        since_average: 0,
     };
+    let mut learner = learner;
+    if learner.settings.average.is_some() {
+        learner.average = Some(learner.trainer.model().clone());
+    }
     let thread = std::thread::Builder::new()
         .name("ffd-learner".into())
         .spawn(move || {
@@ -196,6 +205,9 @@ struct Learner {
     last_publish: Instant,
     last_sleep: Instant,
     chunk: Counts,
+    /// The averaged model that snapshots publish, and samples since it was last updated.
+    average: Option<Model>,
+    since_average: u64,
 }
 
 /// Marks the learner stopped however its thread ends (a panic included), so `/readyz` and
@@ -271,6 +283,19 @@ impl Learner {
         self.chunk.last_seq = Some(s.seq);
         self.unpublished += 1;
         self.dirty = true;
+        if let (Some((every, decay)), Some(average)) =
+            (self.settings.average, self.average.as_mut())
+        {
+            self.since_average += 1;
+            if self.since_average >= every {
+                self.since_average = 0;
+                // Same configuration by construction: the average started as a copy.
+                if let Err(e) = average.blend_toward(self.trainer.model(), 1.0 - decay) {
+                    tracing::error!(error = %e, "weight averaging failed; serving live weights");
+                    self.average = None;
+                }
+            }
+        }
         if outcome.sleep_due {
             self.sleep();
         }
@@ -334,7 +359,10 @@ impl Learner {
         let stats = self.trainer.take_stats();
         self.metrics.observe_layers(&stats);
         self.snapshots.publish(Snapshot {
-            model: self.trainer.model().clone(),
+            model: match &self.average {
+                Some(average) => average.clone(),
+                None => self.trainer.model().clone(),
+            },
             version: self.version,
             samples_learned: self.status.samples_learned() + self.chunk.learned,
         });

@@ -136,6 +136,10 @@ impl Service {
             sleep_every: config.sleep_interval(),
             prequential_window: config.learner.prequential_window,
             nice: config.learner.nice,
+            average: (config.learner.average_decay > 0.0).then_some((
+                config.learner.average_every_samples,
+                config.learner.average_decay,
+            )),
         };
         let learner = learner::spawn(
             trainer,
