@@ -419,23 +419,6 @@ impl Learner {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Window;
-
-    #[test]
-    fn window_counts_the_last_n() {
-        let mut w = Window::new(3);
-        assert_eq!(w.accuracy(), None);
-        for hit in [true, true, false, false, false] {
-            w.push(hit);
-        }
-        assert_eq!(w.accuracy(), Some(0.0));
-        w.push(true);
-        assert!((w.accuracy().expect("some") - 1.0 / 3.0).abs() < 1e-12);
-    }
-}
-
 /// Sets the calling thread's nice value (Linux: per thread). Failure only costs latency, so it
 /// is logged, not fatal.
 fn lower_priority(nice: i32) {
@@ -452,5 +435,22 @@ fn lower_priority(nice: i32) {
         if rc != 0 {
             tracing::warn!(nice, error = %std::io::Error::last_os_error(), "could not lower the learner's priority");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Window;
+
+    #[test]
+    fn window_counts_the_last_n() {
+        let mut w = Window::new(3);
+        assert_eq!(w.accuracy(), None);
+        for hit in [true, true, false, false, false] {
+            w.push(hit);
+        }
+        assert_eq!(w.accuracy(), Some(0.0));
+        w.push(true);
+        assert!((w.accuracy().expect("some") - 1.0 / 3.0).abs() < 1e-12);
     }
 }
