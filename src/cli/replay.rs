@@ -15,9 +15,6 @@ use bytes::Bytes;
 use clap::Args;
 use futures_util::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::Serialize;
 
 use super::client::body::{classify_body, learn_body};
@@ -160,14 +157,10 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ReplaySummary> {
 /// epochs: one permutation reshuffled in place at the start of every epoch, by one `StdRng`
 /// seeded with `seed + 0x5eed` (see `cli::train::run`). Without `shuffle`, file order each epoch.
 pub fn training_order(n: usize, epochs: usize, seed: u64, shuffle: bool) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = StdRng::seed_from_u64(seed.wrapping_add(0x5eed));
+    let mut order = crate::data::order::EpochOrder::new(n, seed, shuffle);
     let mut all = Vec::with_capacity(n.saturating_mul(epochs));
     for _ in 0..epochs {
-        if shuffle {
-            order.shuffle(&mut rng);
-        }
-        all.extend_from_slice(&order);
+        all.extend_from_slice(order.next_epoch());
     }
     all
 }
@@ -440,6 +433,7 @@ mod tests {
         assert_ne!(epochs[1], epochs[2]);
         // `ffd train`'s loop: one permutation, reshuffled in place by one rng seeded seed + 0x5eed.
         let mut expected: Vec<usize> = (0..50).collect();
+        use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
         let mut rng = StdRng::seed_from_u64(1 + 0x5eed);
         for epoch in &epochs {
             expected.shuffle(&mut rng);

@@ -8,11 +8,11 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::json;
 
 use crate::data::idx::load_mnist;
+use crate::data::order::EpochOrder;
 use crate::eval::evaluate;
 use crate::ff::{
     Classifier, LabelPlacement, LrSchedule, Model, NegativeStrategy, NetworkConfig,
@@ -243,8 +243,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} samples, {per_sec}, eta {eta} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut shuffle_rng = StdRng::seed_from_u64(args.seed.wrapping_add(0x5eed));
+    let mut order = EpochOrder::new(train.len(), args.seed, true);
     let mut train_seconds = 0.0;
     let mut curve = Vec::new();
     let mut last_error = f64::NAN;
@@ -258,9 +257,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut average = trainer.model().clone();
     let mut seen = 0usize;
     for epoch in 1..=args.epochs {
-        order.shuffle(&mut shuffle_rng);
         let started = Instant::now();
-        for (i, &idx) in order.iter().enumerate() {
+        for (i, &idx) in order.next_epoch().iter().enumerate() {
             let (x, y) = train.sample(idx);
             let outcome = trainer.learn_unchecked(x, y, args.prequential);
             if outcome.predicted == Some(y) {

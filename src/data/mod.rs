@@ -4,3 +4,4 @@
 //! every size against the file before allocating and report problems as `IdxError`, never panic.
 
 pub mod idx;
+pub mod order;
