@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench engine` runs on one thread (the engine is single-threaded per sample).
 //! Inputs are real MNIST digits from the committed subset, so ReLU sparsity is realistic.
-//! Compare with `bench/torch/ff_per_sample.py` run in the same session.
+//! `bench/compare_speed.sh` runs it and `bench/torch/ff_per_sample.py` back to back.
 
 use std::path::PathBuf;
 use std::time::Duration;
