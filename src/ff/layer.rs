@@ -150,47 +150,12 @@ impl Layer {
         t0: Term<'_>,
         t1: Option<Term<'_>>,
     ) -> (&[f32], f32) {
-        let n = self.inputs();
-        let w = self
-            .weight
-            .as_slice_mut()
-            .expect("layer weights are kept in standard layout");
-        let row = &mut w[j * n..(j + 1) * n];
-        let bias = &mut self.bias[j];
-        let (a, c, y) = match t1 {
-            Some(t) => (t0.dz[j], t.dz[j], t.input),
-            None => (t0.dz[j], 0.0, t0.input),
-        };
-        if config.momentum > 0.0 {
-            let beta = config.momentum;
-            kernel::momentum_row2(
-                row,
-                &mut state.velocity_weight[j * n..(j + 1) * n],
-                beta,
-                lr,
-                config.weight_decay,
-                a,
-                t0.input,
-                c,
-                y,
-            );
-            let vb = &mut state.velocity_bias[j];
-            *vb = beta * *vb + a + c;
-            *bias -= lr * *vb;
-        } else {
-            let decay = 1.0 - lr * config.weight_decay;
-            if t1.is_some() {
-                kernel::update_row2(row, decay, lr * a, t0.input, lr * c, y);
-            } else {
-                kernel::update_row1(row, decay, lr * a, t0.input);
-            }
-            *bias -= lr * (a + c);
-        }
-        (row, *bias)
+        let a = t0.dz[j];
+        let second = t1.map(|t| (t.dz[j], t.input));
+        let c = second.map_or(0.0, |(c, _)| c);
+        self.step_row(j, state, config, lr, (a, t0.input), second, (a, c))
     }
-}
 
-impl Layer {
     /// Applies a precomputed gradient to row `j`: `W_j −= lr·(scale·grad + wd·W_j)`,
     /// `b_j −= lr·bias_grad` (through the momentum buffer, if any). Mini-batch mode.
     #[allow(clippy::too_many_arguments)]
@@ -204,32 +169,57 @@ impl Layer {
         grad: &[f32],
         bias_grad: f32,
     ) {
+        self.step_row(j, state, config, lr, (scale, grad), None, (bias_grad, 0.0));
+    }
+
+    /// The one row update behind [`Layer::apply_row`] and [`Layer::apply_gradient_row`]:
+    /// `W_j −= lr·(a·x + c·y + wd·W_j)` and `b_j −= lr·(b₀ + b₁)`, through the momentum
+    /// buffer when momentum is on.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn step_row(
+        &mut self,
+        j: usize,
+        state: &mut LayerState,
+        config: &OptimiserConfig,
+        lr: f32,
+        (a, x): (f32, &[f32]),
+        second: Option<(f32, &[f32])>,
+        (b0, b1): (f32, f32),
+    ) -> (&[f32], f32) {
         let n = self.inputs();
         let w = self
             .weight
             .as_slice_mut()
             .expect("layer weights are kept in standard layout");
         let row = &mut w[j * n..(j + 1) * n];
+        let bias = &mut self.bias[j];
         if config.momentum > 0.0 {
             let beta = config.momentum;
+            let (c, y) = second.unwrap_or((0.0, x));
             kernel::momentum_row2(
                 row,
                 &mut state.velocity_weight[j * n..(j + 1) * n],
                 beta,
                 lr,
                 config.weight_decay,
-                scale,
-                grad,
-                0.0,
-                grad,
+                a,
+                x,
+                c,
+                y,
             );
             let vb = &mut state.velocity_bias[j];
-            *vb = beta * *vb + bias_grad;
-            self.bias[j] -= lr * *vb;
+            *vb = beta * *vb + b0 + b1;
+            *bias -= lr * *vb;
         } else {
-            kernel::update_row1(row, 1.0 - lr * config.weight_decay, lr * scale, grad);
-            self.bias[j] -= lr * bias_grad;
+            let decay = 1.0 - lr * config.weight_decay;
+            match second {
+                Some((c, y)) => kernel::update_row2(row, decay, lr * a, x, lr * c, y),
+                None => kernel::update_row1(row, decay, lr * a, x),
+            }
+            *bias -= lr * (b0 + b1);
         }
+        (row, *bias)
     }
 }
 
