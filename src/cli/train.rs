@@ -73,7 +73,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = OptimiserConfig::default().peer_norm)]
     pub peer_norm: f32,
     /// Fraction of training after which the learning rate decays linearly to zero (1: never).
-    #[arg(long, default_value_t = 0.5)]
+    /// Per sample, decaying over the whole run (0) measured better after one MNIST epoch than
+    /// Hinton's second-half decay (0.5): 3.69 % against 4.05 % over five seeds.
+    #[arg(long, default_value_t = 0.0)]
     pub lr_decay_start: f32,
     /// Where the label goes in the input.
     #[arg(long, value_enum, default_value_t = PlacementArg::Append)]
