@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod history;
 pub mod http;
 pub mod learner;
 pub mod metrics;
@@ -46,6 +47,7 @@ pub use config::{Config, ConfigError, LogFormat};
 pub use learner::LearnerStatus;
 pub use shutdown::shutdown_signal;
 
+use history::{History, StatusSources};
 use http::AppState;
 use learner::{LearnerHandle, LearnerSettings};
 use metrics::Metrics;
@@ -90,6 +92,7 @@ pub struct Service {
     state: Arc<AppState>,
     learner: LearnerHandle,
     trigger: ShutdownTrigger,
+    history_sources: StatusSources,
 }
 
 impl Service {
@@ -154,6 +157,17 @@ impl Service {
             source,
         })?;
         let (trigger, notice) = shutdown::channel();
+        let history = Arc::new(History::new(
+            config.status.history_points,
+            Duration::from_millis(config.status.history_interval_ms),
+        ));
+        let history_sources = StatusSources {
+            status: Arc::clone(&status),
+            metrics: Arc::clone(&metrics),
+            queue: Arc::clone(&queue),
+            snapshots: Arc::clone(&snapshots),
+            layers: config.network.hidden.len(),
+        };
         let state = Arc::new(AppState {
             shape: SampleShape {
                 inputs: config.network.inputs,
@@ -167,11 +181,13 @@ impl Service {
             metrics,
             status,
             shutdown: notice,
+            history,
         });
         Ok(Self {
             state,
             learner,
             trigger,
+            history_sources,
         })
     }
 
@@ -183,6 +199,11 @@ impl Service {
     /// The learner's progress counters (they stay readable after [`Service::serve`] returns).
     pub fn status(&self) -> Arc<LearnerStatus> {
         Arc::clone(&self.state.status)
+    }
+
+    /// The router [`Service::serve`] serves (for inspecting its routes).
+    pub fn router(&self) -> axum::Router {
+        http::router(Arc::clone(&self.state))
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes, then shuts down in order (see the
@@ -197,7 +218,13 @@ impl Service {
             state,
             learner,
             trigger,
+            history_sources,
         } = self;
+        tokio::spawn(history::record(
+            Arc::clone(&state.history),
+            history_sources,
+            state.shutdown.clone(),
+        ));
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "listening");
         }
