@@ -670,4 +670,18 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn status_keys_are_validated() {
+        let mut c = Config::default();
+        c.status.history_points = 0;
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "status.history_points")
+        );
+        let mut c = Config::default();
+        c.status.history_interval_ms = 1;
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "status.history_interval_ms")
+        );
+    }
 }
