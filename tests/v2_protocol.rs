@@ -67,7 +67,7 @@ async fn health_and_metadata() {
     assert_eq!(status, 200);
     assert_eq!(server["name"], "ffd");
     assert_eq!(server["version"], env!("CARGO_PKG_VERSION"));
-    assert!(server["extensions"].is_array());
+    assert_eq!(server["extensions"], json!(["binary_tensor_data"]));
 
     let (status, model) = get(&s, "/v2/models/ffd").await;
     assert_eq!(status, 200);
@@ -210,6 +210,46 @@ async fn two_sample_inference_matches_classify() {
     assert_eq!(names, ["probabilities", "label"]);
     assert_eq!(output(&ordered, "label")["data"], label["data"]);
 
+    // Triton's binary tensor extension: JSON, then the input's little-endian FP32 values; the
+    // label comes back as little-endian INT64 after the JSON, the probabilities as JSON.
+    let header = serde_json::to_vec(&json!({
+        "inputs": [{"name": "features", "shape": [2, 784], "datatype": "FP32",
+                    "parameters": {"binary_data_size": flat.len() * 4}}],
+        "outputs": [{"name": "label", "parameters": {"binary_data": true}}, {"name": "probabilities"}]
+    }))
+    .expect("JSON");
+    let mut body = header.clone();
+    body.extend(flat.iter().flat_map(|v| v.to_le_bytes()));
+    let r = s
+        .client
+        .post(format!("{}/v2/models/ffd/infer", s.url))
+        .header("Inference-Header-Content-Length", header.len())
+        .body(body)
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(r.status(), 200);
+    let json_len: usize = r.headers()["inference-header-content-length"]
+        .to_str()
+        .expect("ASCII")
+        .parse()
+        .expect("a length");
+    let bytes = r.bytes().await.expect("a body");
+    let (json_part, binary) = bytes.split_at(json_len);
+    let binary_response: Value = serde_json::from_slice(json_part).expect("the JSON part");
+    let binary_label = output(&binary_response, "label");
+    assert_eq!(binary_label["parameters"]["binary_data_size"], 16);
+    assert!(binary_label.get("data").is_none(), "{binary_label}");
+    let labels_le: Vec<i64> = binary
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    assert_eq!(json!(labels_le), label["data"]);
+    assert_eq!(
+        output(&binary_response, "probabilities")["data"],
+        probabilities["data"]
+    );
+
     // Inference learns nothing.
     let after = s.model().await;
     assert_eq!(after["samples_learned"], before["samples_learned"]);
@@ -271,10 +311,15 @@ async fn bad_requests_get_400_with_an_error_string() {
             "logits",
         ),
         (
-            "binary tensor data",
-            json!({"inputs": [{"name": "features", "shape": [1, 784], "datatype": "FP32", "data": [],
+            "binary size without the bytes",
+            json!({"inputs": [{"name": "features", "shape": [1, 784], "datatype": "FP32",
                                "parameters": {"binary_data_size": 3136}}]}),
-            "binary",
+            "3136",
+        ),
+        (
+            "no data",
+            json!({"inputs": [{"name": "features", "shape": [1, 784], "datatype": "FP32"}]}),
+            "no `data`",
         ),
         ("missing inputs", json!({"id": "x"}), "inputs"),
     ];

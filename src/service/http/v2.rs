@@ -5,14 +5,16 @@
 //! The model is `ffd`: input `features` (FP32 `[-1, D]`), outputs `label` (INT64 `[-1]`) and
 //! `probabilities` (FP32 `[-1, C]`, the same probabilities `/classify` returns). Inference uses
 //! the published snapshot, like `/classify`, and never learns. Tensor data is JSON, flat
-//! (row-major) or nested; FP64 input is accepted and narrowed to FP32. Errors follow the
-//! protocol, `{"error": "..."}`: 400 for a bad request, 404 for an unknown model.
+//! (row-major) or nested, or raw little-endian bytes after the JSON (Triton's binary tensor
+//! extension, which `tritonclient` uses by default); FP64 input is accepted and narrowed to
+//! FP32. Errors follow the protocol, `{"error": "..."}`: 400 for a bad request, 404 for an
+//! unknown model.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -21,7 +23,7 @@ use utoipa::ToSchema;
 
 use crate::ff::{Classifier, Workspace};
 use crate::service::http::error::{ApiError, InternalDetail};
-use crate::service::http::extract::read_json;
+use crate::service::http::extract::{decode_json, read_body};
 use crate::service::http::openapi::TAG_V2;
 use crate::service::http::AppState;
 use crate::service::sample::check_features;
@@ -39,8 +41,17 @@ pub const OUTPUT_PROBABILITIES: &str = "probabilities";
 const PLATFORM: &str = "ffd_forward_forward";
 /// Batches up to this size are classified on the runtime thread (as in `/classify`).
 const INLINE_MAX: usize = 4;
-/// The Triton binary-tensor extension's header; its presence means the body is not plain JSON.
+/// Triton's binary tensor extension: the length of the JSON part of a body whose binary tensors
+/// follow the JSON.
 const BINARY_HEADER: &str = "inference-header-content-length";
+/// The binary tensor extension's name in the server metadata.
+const BINARY_TENSOR_EXTENSION: &str = "binary_tensor_data";
+/// Tensor parameter: the tensor's bytes follow the JSON instead of being in `data`.
+const BINARY_DATA_SIZE: &str = "binary_data_size";
+/// Output parameter: return this output as binary.
+const BINARY_DATA: &str = "binary_data";
+/// Request parameter: return every output as binary unless the output says otherwise.
+const BINARY_DATA_OUTPUT: &str = "binary_data_output";
 
 /// A v2 failure: a status and `{"error": "..."}`.
 #[derive(Debug)]
@@ -130,13 +141,13 @@ pub struct ModelReadyResponse {
 
 /// Server metadata.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({"name": "ffd", "version": "0.1.0", "extensions": []}))]
+#[schema(example = json!({"name": "ffd", "version": "0.1.0", "extensions": ["binary_tensor_data"]}))]
 pub struct ServerMetadata {
     /// `ffd`.
     pub name: String,
     /// The server's version.
     pub version: String,
-    /// Protocol extensions supported: none.
+    /// Protocol extensions supported: `binary_tensor_data` (Triton's binary tensors).
     pub extensions: Vec<String>,
 }
 
@@ -176,7 +187,8 @@ pub struct ModelMetadata {
 pub struct InferRequest {
     /// Echoed in the response.
     pub id: Option<String>,
-    /// Request parameters; none is interpreted.
+    /// Request parameters: `binary_data_output: true` returns every output as binary unless the
+    /// output says otherwise; others are ignored.
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
     /// Exactly one tensor, `features`.
@@ -195,12 +207,15 @@ pub struct InferInput {
     pub shape: Vec<i64>,
     /// `FP32`, or `FP64` (narrowed to FP32; a value beyond FP32's range is refused).
     pub datatype: String,
-    /// Tensor parameters; `binary_data_size` (binary tensors) is refused.
+    /// Tensor parameters: `binary_data_size` says the values are that many little-endian
+    /// bytes after the JSON (Triton's binary tensor extension) instead of `data`.
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
-    /// `N × D` numbers, flat in row-major order or nested `[[...], ...]`.
-    #[schema(value_type = Vec<Object>)]
-    pub data: Value,
+    /// `N × D` numbers, flat in row-major order or nested `[[...], ...]`; absent with
+    /// `binary_data_size`.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub data: Option<Value>,
 }
 
 /// An output the client wants.
@@ -209,7 +224,8 @@ pub struct InferInput {
 pub struct RequestedOutput {
     /// `label` or `probabilities`.
     pub name: String,
-    /// Output parameters; ignored (`binary_data` too: outputs are always JSON).
+    /// Output parameters: `binary_data: true` returns the output as little-endian bytes after
+    /// the JSON (Triton's binary tensor extension).
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
 }
@@ -239,8 +255,13 @@ pub struct OutputTensor {
     pub shape: Vec<usize>,
     /// `INT64` or `FP32`.
     pub datatype: String,
-    /// Row-major values.
-    pub data: TensorData,
+    /// `{"binary_data_size": n}` when the values are bytes after the JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Map<String, Value>>,
+    /// Row-major values (absent for a binary output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<TensorData>,
 }
 
 /// Output values.
@@ -258,6 +279,13 @@ pub enum TensorData {
 enum Output {
     Label,
     Probabilities,
+}
+
+/// One requested output and whether it goes out as binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Wanted {
+    output: Output,
+    binary: bool,
 }
 
 /// The samples of a valid request: `rows` vectors of the model's width.
@@ -318,7 +346,7 @@ pub async fn server_metadata() -> Json<ServerMetadata> {
     Json(ServerMetadata {
         name: MODEL_NAME.into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        extensions: Vec::new(),
+        extensions: vec![BINARY_TENSOR_EXTENSION.into()],
     })
 }
 
@@ -380,14 +408,23 @@ pub async fn model_ready(
 /// `POST /v2/models/{model_name}/infer`.
 #[utoipa::path(post, path = "/v2/models/{model_name}/infer", tag = TAG_V2,
     params(("model_name" = String, Path, description = "The model: `ffd`.", example = "ffd")),
-    request_body(content = InferRequest, content_type = "application/json", examples(
+    request_body(content = InferRequest, content_type = "application/json",
+        description = "An inference request. With the `Inference-Header-Content-Length` header \
+            (Triton's binary tensor extension), the body is that many bytes of JSON followed by \
+            the input's little-endian values, and the input has `parameters.binary_data_size` \
+            instead of `data`. The `Content-Type` is not checked.",
+        examples(
         ("nested, one output" = (value = json!({"id": "r1", "inputs": [{"name": "features", "shape": [2, 3], "datatype": "FP32",
             "data": [[0.0, 0.5, 1.0], [1.0, 0.0, 0.25]]}], "outputs": [{"name": "label"}]}))),
         ("flat, both outputs" = (value = json!({"inputs": [{"name": "features", "shape": [-1, 3], "datatype": "FP32",
             "data": [0.0, 0.5, 1.0, 1.0, 0.0, 0.25]}]}))),
     )),
     responses(
-        (status = 200, description = "The requested outputs.", body = InferResponse),
+        (status = 200, description = "The requested outputs. When an output is asked for as binary \
+            (`binary_data` or `binary_data_output`), the body is `application/octet-stream`: the JSON \
+            (its length in the `Inference-Header-Content-Length` header), then each binary output's \
+            little-endian values in order.", body = InferResponse,
+            headers(("Inference-Header-Content-Length" = u64, description = "Length of the JSON part, with binary outputs."))),
         (status = 400, description = "A bad request: JSON, input name, datatype, shape, data, or output name.", body = V2ErrorBody),
         (status = 404, description = "No such model.", body = V2ErrorBody),
         (status = 408, description = "The body was too slow.", body = V2ErrorBody),
@@ -399,19 +436,18 @@ pub async fn model_infer(
     Path(model_name): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<InferResponse>, V2Error> {
+) -> Result<Response, V2Error> {
     check_model(&model_name)?;
-    refuse_binary_tensors(&headers)?;
     let limit = state.config.http.max_body_bytes;
-    let request: InferRequest = read_json(&headers, body, limit, state.request_timeout())
-        .await
-        .map_err(|e| match e {
-            // Unreadable JSON is the client's request being wrong: the protocol says 400.
-            ApiError::MalformedJson(m) | ApiError::InvalidShape(m) => V2Error::bad_request(m),
-            other => other.into(),
-        })?;
-    let outputs = requested_outputs(request.outputs.as_deref())?;
-    let rows = feature_rows(&request.inputs, state.shape.inputs)?;
+    let body = read_body(&headers, body, limit, state.request_timeout()).await?;
+    let (json, binary) = split_binary(&headers, body)?;
+    let request: InferRequest = decode_json(json).await.map_err(|e| match e {
+        // JSON that does not decode is the client's request being wrong: the protocol says 400.
+        ApiError::MalformedJson(m) | ApiError::InvalidShape(m) => V2Error::bad_request(m),
+        other => other.into(),
+    })?;
+    let wanted = requested_outputs(&request)?;
+    let rows = feature_rows(&request.inputs, state.shape.inputs, &binary)?;
     let max = state.config.http.max_batch_samples;
     if rows.rows > max {
         return Err(V2Error::bad_request(format!(
@@ -429,54 +465,158 @@ pub async fn model_infer(
             .await
             .map_err(|e| ApiError::Internal(format!("inference task failed: {e}")))?
     }?;
-    let version = classified.version;
+    Ok(respond(
+        request.id,
+        classified,
+        &wanted,
+        state.shape.classes,
+    ))
+}
+
+/// The response: plain JSON, or, when any output goes out as binary, the JSON followed by the
+/// binary outputs' bytes in order, with the JSON's length in `Inference-Header-Content-Length`.
+fn respond(
+    id: Option<String>,
+    classified: Classified,
+    wanted: &[Wanted],
+    classes: usize,
+) -> Response {
     let n = classified.labels.len();
-    let classes = state.shape.classes;
     let mut labels = Some(classified.labels);
     let mut probabilities = Some(classified.probabilities);
-    let outputs = outputs
-        .into_iter()
-        .map(|output| match output {
-            Output::Label => OutputTensor {
-                name: OUTPUT_LABEL.into(),
-                shape: vec![n],
-                datatype: "INT64".into(),
-                data: TensorData::Int(labels.take().unwrap_or_default()),
-            },
-            Output::Probabilities => OutputTensor {
-                name: OUTPUT_PROBABILITIES.into(),
-                shape: vec![n, classes],
-                datatype: "FP32".into(),
-                data: TensorData::Float(probabilities.take().unwrap_or_default()),
-            },
+    let mut tail = Vec::new();
+    let outputs = wanted
+        .iter()
+        .map(|w| {
+            let (name, shape, datatype, data) = match w.output {
+                Output::Label => (
+                    OUTPUT_LABEL,
+                    vec![n],
+                    "INT64",
+                    TensorData::Int(labels.take().unwrap_or_default()),
+                ),
+                Output::Probabilities => (
+                    OUTPUT_PROBABILITIES,
+                    vec![n, classes],
+                    "FP32",
+                    TensorData::Float(probabilities.take().unwrap_or_default()),
+                ),
+            };
+            let (parameters, data) = if w.binary {
+                let before = tail.len();
+                data.write_le(&mut tail);
+                let mut p = Map::new();
+                p.insert(BINARY_DATA_SIZE.into(), json_number(tail.len() - before));
+                (Some(p), None)
+            } else {
+                (None, Some(data))
+            };
+            OutputTensor {
+                name: name.into(),
+                shape,
+                datatype: datatype.into(),
+                parameters,
+                data,
+            }
         })
         .collect();
-    Ok(Json(InferResponse {
+    let response = InferResponse {
         model_name: MODEL_NAME.into(),
-        model_version: version.to_string(),
-        id: request.id,
+        model_version: classified.version.to_string(),
+        id,
         outputs,
-    }))
-}
-
-/// The body is JSON whatever its `Content-Type` says (clients differ: some send none, curl
-/// sends a form type), but never the binary-tensor extension, which this server does not speak.
-fn refuse_binary_tensors(headers: &HeaderMap) -> Result<(), V2Error> {
-    if headers.contains_key(BINARY_HEADER) {
-        return Err(V2Error::bad_request(
-            "binary tensor data (Inference-Header-Content-Length) is not supported; \
-             send the tensors as JSON `data`",
-        ));
-    }
-    Ok(())
-}
-
-/// The outputs wanted, in order: both when the request names none.
-fn requested_outputs(requested: Option<&[RequestedOutput]>) -> Result<Vec<Output>, V2Error> {
-    let Some(requested) = requested else {
-        return Ok(vec![Output::Label, Output::Probabilities]);
     };
-    let mut outputs = Vec::with_capacity(requested.len());
+    if tail.is_empty() {
+        return Json(response).into_response();
+    }
+    let mut body = match serde_json::to_vec(&response) {
+        Ok(json) => json,
+        Err(e) => {
+            return V2Error::from(ApiError::Internal(format!("serialising a response: {e}")))
+                .into_response()
+        }
+    };
+    let json_len = body.len();
+    body.extend_from_slice(&tail);
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        )],
+        body,
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(BINARY_HEADER, HeaderValue::from(json_len));
+    response
+}
+
+fn json_number(n: usize) -> Value {
+    Value::from(n as u64)
+}
+
+impl TensorData {
+    /// Appends the values as little-endian bytes (the binary tensor extension's layout).
+    fn write_le(&self, out: &mut Vec<u8>) {
+        match self {
+            TensorData::Int(values) => values.iter().for_each(|v| out.extend(v.to_le_bytes())),
+            TensorData::Float(values) => values.iter().for_each(|v| out.extend(v.to_le_bytes())),
+        }
+    }
+}
+
+/// Splits a body into its JSON and the binary tensors after it, as the
+/// `Inference-Header-Content-Length` header says; the whole body is JSON without it. The body
+/// is JSON whatever its `Content-Type` says: clients differ (some send none, curl sends a form
+/// type, `tritonclient` sends none with binary tensors).
+fn split_binary(
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<(bytes::Bytes, bytes::Bytes), V2Error> {
+    let Some(value) = headers.get(BINARY_HEADER) else {
+        return Ok((body, bytes::Bytes::new()));
+    };
+    let json_len = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .ok_or_else(|| V2Error::bad_request("Inference-Header-Content-Length is not a number"))?;
+    if json_len > body.len() {
+        return Err(V2Error::bad_request(format!(
+            "Inference-Header-Content-Length is {json_len}, but the body has {} bytes",
+            body.len()
+        )));
+    }
+    let mut json = body;
+    let binary = json.split_off(json_len);
+    Ok((json, binary))
+}
+
+/// The outputs wanted, in order (both when the request names none), and which go out as
+/// binary: an output's `binary_data`, else the request's `binary_data_output`, else JSON.
+fn requested_outputs(request: &InferRequest) -> Result<Vec<Wanted>, V2Error> {
+    let flag =
+        |parameters: Option<&Map<String, Value>>, key: &str| -> Result<Option<bool>, V2Error> {
+            match parameters.and_then(|p| p.get(key)) {
+                None => Ok(None),
+                Some(Value::Bool(b)) => Ok(Some(*b)),
+                Some(other) => Err(V2Error::bad_request(format!(
+                    "parameter `{key}` must be true or false, not {other}"
+                ))),
+            }
+        };
+    let default_binary = flag(request.parameters.as_ref(), BINARY_DATA_OUTPUT)?.unwrap_or(false);
+    let Some(requested) = request.outputs.as_deref() else {
+        return Ok([Output::Label, Output::Probabilities]
+            .into_iter()
+            .map(|output| Wanted {
+                output,
+                binary: default_binary,
+            })
+            .collect());
+    };
+    let mut wanted: Vec<Wanted> = Vec::with_capacity(requested.len());
     for r in requested {
         let output = match r.name.as_str() {
             OUTPUT_LABEL => Output::Label,
@@ -487,24 +627,30 @@ fn requested_outputs(requested: Option<&[RequestedOutput]>) -> Result<Vec<Output
                 )))
             }
         };
-        if outputs.contains(&output) {
+        if wanted.iter().any(|w| w.output == output) {
             return Err(V2Error::bad_request(format!(
                 "output {:?} is requested twice",
                 r.name
             )));
         }
-        outputs.push(output);
+        let binary = flag(r.parameters.as_ref(), BINARY_DATA)?.unwrap_or(default_binary);
+        wanted.push(Wanted { output, binary });
     }
-    if outputs.is_empty() {
+    if wanted.is_empty() {
         return Err(V2Error::bad_request(
             "`outputs` is empty; leave it out for every output",
         ));
     }
-    Ok(outputs)
+    Ok(wanted)
 }
 
-/// Checks the one input tensor (name, datatype, shape, data) and flattens its data.
-fn feature_rows(inputs: &[InferInput], width: usize) -> Result<FeatureRows, V2Error> {
+/// Checks the one input tensor (name, datatype, shape, data) and flattens its values, from
+/// JSON `data` or from the `binary` bytes after the JSON.
+fn feature_rows(
+    inputs: &[InferInput],
+    width: usize,
+    binary: &[u8],
+) -> Result<FeatureRows, V2Error> {
     let input = match inputs {
         [one] => one,
         _ => {
@@ -521,23 +667,15 @@ fn feature_rows(inputs: &[InferInput], width: usize) -> Result<FeatureRows, V2Er
             input.name
         )));
     }
-    if input
-        .parameters
-        .as_ref()
-        .is_some_and(|p| p.contains_key("binary_data_size"))
-    {
-        return Err(bad(
-            "binary tensor data is not supported; send the values as JSON `data`".into(),
-        ));
-    }
-    match input.datatype.as_str() {
-        "FP32" | "FP64" => {}
+    let element_bytes = match input.datatype.as_str() {
+        "FP32" => 4,
+        "FP64" => 8,
         other => {
             return Err(bad(format!(
                 "datatype {other:?} is not supported; use FP32 (or FP64)"
             )))
         }
-    }
+    };
     let (batch, d) = match input.shape.as_slice() {
         [n, d] if (*n == -1 || *n >= 1) && *d >= 0 => (*n, *d as usize),
         _ => {
@@ -553,8 +691,45 @@ fn feature_rows(inputs: &[InferInput], width: usize) -> Result<FeatureRows, V2Er
             input.shape
         )));
     }
+    let binary_size = match input
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get(BINARY_DATA_SIZE))
+    {
+        None => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            bad(format!(
+                "`{BINARY_DATA_SIZE}` must be a byte count, not {v}"
+            ))
+        })?),
+    };
     let mut values = Vec::new();
-    let rows = flatten(&input.data, batch, width, &mut values).map_err(bad)?;
+    let rows = match (binary_size, &input.data) {
+        (Some(_), Some(_)) => {
+            return Err(bad(format!(
+                "has both `data` and `{BINARY_DATA_SIZE}`; send one"
+            )))
+        }
+        (None, None) => return Err(bad("has no `data`".into())),
+        (None, Some(data)) => {
+            if !binary.is_empty() {
+                return Err(bad(format!(
+                    "{} bytes of binary data follow the JSON, but no input has `{BINARY_DATA_SIZE}`",
+                    binary.len()
+                )));
+            }
+            flatten(data, batch, width, &mut values).map_err(bad)?
+        }
+        (Some(size), None) => {
+            if size != binary.len() as u64 {
+                return Err(bad(format!(
+                    "`{BINARY_DATA_SIZE}` is {size}, but {} bytes follow the JSON",
+                    binary.len()
+                )));
+            }
+            decode_le(binary, element_bytes, batch, width, &mut values).map_err(bad)?
+        }
+    };
     for (row, sample) in values.chunks_exact(width).enumerate() {
         check_features(sample, width).map_err(|e| bad(format!("sample {row}: {}", e.detail)))?;
     }
@@ -563,6 +738,47 @@ fn feature_rows(inputs: &[InferInput], width: usize) -> Result<FeatureRows, V2Er
         rows,
         width,
     })
+}
+
+/// Decodes little-endian FP32 (`element_bytes` 4) or FP64 (8) values into `out`; returns the
+/// number of rows of `width`, which must match `batch` unless it is `-1`.
+fn decode_le(
+    bytes: &[u8],
+    element_bytes: usize,
+    batch: i64,
+    width: usize,
+    out: &mut Vec<f32>,
+) -> Result<usize, String> {
+    let row_bytes = width * element_bytes;
+    if bytes.is_empty() || row_bytes == 0 || bytes.len() % row_bytes != 0 {
+        return Err(format!(
+            "{} bytes of binary data are not a whole number of samples of {width} values of {element_bytes} bytes",
+            bytes.len()
+        ));
+    }
+    let rows = bytes.len() / row_bytes;
+    if batch != -1 && batch as usize != rows {
+        return Err(format!(
+            "shape [{batch}, {width}] needs {} bytes, the binary data has {}",
+            batch as usize * row_bytes,
+            bytes.len()
+        ));
+    }
+    out.reserve(rows * width);
+    if element_bytes == 4 {
+        out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+    } else {
+        out.extend(
+            bytes.chunks_exact(8).map(|b| {
+                f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+            }),
+        );
+    }
+    Ok(rows)
 }
 
 /// Flattens `data` (row-major numbers, or `rows` arrays of `width` numbers) into `out` and
