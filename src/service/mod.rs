@@ -12,7 +12,8 @@
 //!
 //! Parts: `config` (layers and validation), `sample` (`ValidatedBatch`), `queue`
 //! (`LearnQueue`), `learner` (the thread), `snapshot` (`Snapshots`), `pending` (delayed
-//! labels), `metrics`, `shutdown`, `http` (router, handlers, `ApiError`).
+//! labels), `metrics`, `shutdown`, `http` (router, handlers, `ApiError`), `history` (what the
+//! status page plots).
 //!
 //! Shutdown, in order: the trigger fires → handlers refuse new samples (503) and NDJSON streams
 //! stop → the server stops accepting and finishes in-flight requests → the queue closes and the
