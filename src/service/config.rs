@@ -22,6 +22,12 @@ pub const ENV_PREFIX: &str = "FFD_";
 /// Separator of nested keys in an environment variable name (`FFD_SCHEDULE__MODE`).
 pub const ENV_SEPARATOR: &str = "__";
 
+/// Most points `status.history_points` may keep: a day at one per second, a few MB of JSON.
+pub const MAX_HISTORY_POINTS: usize = 86_400;
+
+/// Shortest `status.history_interval_ms`: sampling faster only costs CPU.
+pub const MIN_HISTORY_INTERVAL_MS: u64 = 10;
+
 /// Why a configuration could not be loaded. Every variant names the file, variable or key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -96,6 +102,8 @@ pub struct Config {
     pub http: HttpSection,
     /// Features waiting for a delayed label.
     pub pending: PendingSection,
+    /// The status page's history.
+    pub status: StatusSection,
 }
 
 /// `[train]`: the optimiser (with a constant learning rate) and the classifier.
@@ -208,6 +216,7 @@ impl Default for Config {
             learner: LearnerSection::default(),
             http: HttpSection::default(),
             pending: PendingSection::default(),
+            status: StatusSection::default(),
         }
     }
 }
@@ -279,6 +288,25 @@ impl Default for PendingSection {
         Self {
             capacity: 10_000,
             ttl_seconds: 300.0,
+        }
+    }
+}
+
+/// `[status]`: the bounded history behind `GET /v1/status` and the page at `GET /`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusSection {
+    /// Points kept; the oldest is dropped first.
+    pub history_points: usize,
+    /// Milliseconds between two points.
+    pub history_interval_ms: u64,
+}
+
+impl Default for StatusSection {
+    fn default() -> Self {
+        Self {
+            history_points: 600,
+            history_interval_ms: 1000,
         }
     }
 }
@@ -406,6 +434,19 @@ impl Config {
         }
         if !(p.ttl_seconds.is_finite() && p.ttl_seconds > 0.0) {
             return invalid("pending.ttl_seconds", "must be a finite number > 0");
+        }
+        let st = &self.status;
+        if !(1..=MAX_HISTORY_POINTS).contains(&st.history_points) {
+            return invalid(
+                "status.history_points",
+                &format!("must be in 1..={MAX_HISTORY_POINTS}"),
+            );
+        }
+        if st.history_interval_ms < MIN_HISTORY_INTERVAL_MS {
+            return invalid(
+                "status.history_interval_ms",
+                &format!("must be >= {MIN_HISTORY_INTERVAL_MS}"),
+            );
         }
         Ok(())
     }
@@ -628,5 +669,19 @@ mod tests {
                 other => panic!("{key}: expected Invalid, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn status_keys_are_validated() {
+        let mut c = Config::default();
+        c.status.history_points = 0;
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "status.history_points")
+        );
+        let mut c = Config::default();
+        c.status.history_interval_ms = 1;
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "status.history_interval_ms")
+        );
     }
 }

@@ -12,7 +12,8 @@
 //!
 //! Parts: `config` (layers and validation), `sample` (`ValidatedBatch`), `queue`
 //! (`LearnQueue`), `learner` (the thread), `snapshot` (`Snapshots`), `pending` (delayed
-//! labels), `metrics`, `shutdown`, `http` (router, handlers, `ApiError`).
+//! labels), `metrics`, `shutdown`, `http` (router, handlers, `ApiError`), `history` (what the
+//! status page plots).
 //!
 //! Shutdown, in order: the trigger fires → handlers refuse new samples (503) and NDJSON streams
 //! stop → the server stops accepting and finishes in-flight requests → the queue closes and the
@@ -22,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod history;
 pub mod http;
 pub mod learner;
 pub mod metrics;
@@ -46,6 +48,7 @@ pub use config::{Config, ConfigError, LogFormat};
 pub use learner::LearnerStatus;
 pub use shutdown::shutdown_signal;
 
+use history::{History, StatusSources};
 use http::AppState;
 use learner::{LearnerHandle, LearnerSettings};
 use metrics::Metrics;
@@ -90,6 +93,7 @@ pub struct Service {
     state: Arc<AppState>,
     learner: LearnerHandle,
     trigger: ShutdownTrigger,
+    history_sources: StatusSources,
 }
 
 impl Service {
@@ -154,6 +158,17 @@ impl Service {
             source,
         })?;
         let (trigger, notice) = shutdown::channel();
+        let history = Arc::new(History::new(
+            config.status.history_points,
+            Duration::from_millis(config.status.history_interval_ms),
+        ));
+        let history_sources = StatusSources {
+            status: Arc::clone(&status),
+            metrics: Arc::clone(&metrics),
+            queue: Arc::clone(&queue),
+            snapshots: Arc::clone(&snapshots),
+            layers: config.network.hidden.len(),
+        };
         let state = Arc::new(AppState {
             shape: SampleShape {
                 inputs: config.network.inputs,
@@ -167,11 +182,13 @@ impl Service {
             metrics,
             status,
             shutdown: notice,
+            history,
         });
         Ok(Self {
             state,
             learner,
             trigger,
+            history_sources,
         })
     }
 
@@ -183,6 +200,11 @@ impl Service {
     /// The learner's progress counters (they stay readable after [`Service::serve`] returns).
     pub fn status(&self) -> Arc<LearnerStatus> {
         Arc::clone(&self.state.status)
+    }
+
+    /// The router [`Service::serve`] serves (for inspecting its routes).
+    pub fn router(&self) -> axum::Router {
+        http::router(Arc::clone(&self.state))
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes, then shuts down in order (see the
@@ -197,7 +219,13 @@ impl Service {
             state,
             learner,
             trigger,
+            history_sources,
         } = self;
+        tokio::spawn(history::record(
+            Arc::clone(&state.history),
+            history_sources,
+            state.shutdown.clone(),
+        ));
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "listening");
         }

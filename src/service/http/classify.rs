@@ -15,9 +15,10 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::ff::{Classifier, Workspace};
-use crate::service::http::error::{ApiError, Position};
+use crate::service::http::error::{ApiError, ErrorBody, Position};
 use crate::service::http::extract::{body_kind, read_json, BodyKind};
 use crate::service::http::AppState;
 use crate::service::sample::{check_features, check_id, SampleError};
@@ -27,24 +28,31 @@ use crate::service::snapshot::Snapshot;
 const INLINE_MAX: usize = 4;
 
 /// A `/classify` body: `{features, id?}` or `{samples: [{features, id?}, ...]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"features": [0.0, 0.5, 1.0]}))]
 pub struct ClassifyRequest {
+    /// One sample's features (`network.inputs` finite numbers).
     features: Option<Vec<f32>>,
+    /// Keep the features under this id for a later `/learn {"id", "label"}`.
     id: Option<String>,
+    /// A batch (at most `http.max_batch_samples`) instead of `features`.
     samples: Option<Vec<ClassifyItem>>,
 }
 
 /// One sample to classify; with an `id`, its features are kept for a delayed label.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifyItem {
+    /// The features (`network.inputs` finite numbers).
     features: Vec<f32>,
+    /// Keep the features under this id for a delayed label.
     id: Option<String>,
 }
 
 /// The classification of one sample.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"label": 3, "probabilities": [0.01, 0.01, 0.02, 0.9, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01], "scores": [1.2, 0.8, 2.0, 5.5, 0.9, 1.1, 0.7, 1.0, 1.3, 0.6], "model_version": 42}))]
 pub struct Classification {
     /// The predicted class.
     pub label: usize,
@@ -57,7 +65,7 @@ pub struct Classification {
 }
 
 /// The `200` body: one classification, or one per sample of a batch.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum ClassifyResponse {
     /// For `{features}`.
@@ -69,7 +77,26 @@ pub enum ClassifyResponse {
     },
 }
 
-/// The handler.
+/// `POST /classify`.
+#[utoipa::path(
+    post,
+    path = "/classify",
+    tag = crate::service::http::openapi::TAG_V1,
+    request_body(content = ClassifyRequest, content_type = "application/json", examples(
+        ("sample" = (value = json!({"features": [0.0, 0.5, 1.0]}))),
+        ("keep for a delayed label" = (value = json!({"features": [0.0, 0.5, 1.0], "id": "req-42"}))),
+        ("batch" = (value = json!({"samples": [{"features": [0.0, 0.5, 1.0]}, {"features": [1.0, 0.0, 0.25]}]}))),
+    )),
+    responses(
+        (status = 200, description = "One classification, or `{results}` for a batch.", body = ClassifyResponse),
+        (status = 400, description = "Not JSON, or a missing, unknown or mistyped field.", body = ErrorBody),
+        (status = 408, description = "The body was too slow.", body = ErrorBody),
+        (status = 413, description = "Body or batch over its limit.", body = ErrorBody),
+        (status = 415, description = "Not JSON.", body = ErrorBody),
+        (status = 422, description = "Wrong feature count, a non-finite value or a bad id.", body = ErrorBody,
+            example = json!({"error": {"code": "invalid_features", "message": "sample 0: `features` has 783 values, expected 784"}})),
+    )
+)]
 pub async fn classify(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

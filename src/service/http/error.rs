@@ -6,7 +6,9 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::service::metrics::RejectReason;
 use crate::service::sample::SampleError;
@@ -95,6 +97,36 @@ pub enum ApiError {
         /// Sequence number of the last of them.
         last_seq: Option<u64>,
     },
+}
+
+/// Every v1 error body, as the OpenAPI document describes it (what [`ApiError`] sends).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"error": {"code": "invalid_features", "message": "sample 0: `features` has 783 values, expected 784"}}))]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The `error` object of an [`ErrorBody`].
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// Machine-readable: `malformed_json`, `invalid_shape`, `body_read_failed`,
+    /// `payload_too_large`, `unsupported_media_type`, `invalid_features`, `non_finite_feature`,
+    /// `invalid_label`, `unknown_id`, `invalid_id`, `request_timeout`, `queue_full`,
+    /// `shutting_down`, `learner_unavailable`, `not_ready`, `not_found`,
+    /// `method_not_allowed`, `internal`.
+    #[schema(example = "invalid_features")]
+    pub code: String,
+    /// For a person: which sample or line, which field, what is wrong.
+    pub message: String,
+    /// NDJSON streams only: lines queued (and learned) before the failing one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<usize>,
+    /// NDJSON streams only: sequence number of the last of them (`null` if none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<Option<u64>>,
 }
 
 /// The detail of a 500, handed to the logging middleware through the response extensions.
@@ -206,6 +238,35 @@ impl From<serde_json::Error> for ApiError {
             Category::Syntax | Category::Eof => Self::MalformedJson(e.to_string()),
             Category::Data => Self::InvalidShape(e.to_string()),
             Category::Io => Self::BodyRead(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented [`ErrorBody`] must describe what `into_response` really sends.
+    #[tokio::test]
+    async fn responses_match_the_documented_error_body() {
+        let errors = [
+            ApiError::NotFound,
+            ApiError::QueueFull {
+                capacity: 8,
+                retry_after_seconds: 1,
+            },
+            ApiError::TooLarge("big".into()).in_stream(3, Some(7)),
+            ApiError::ShuttingDown.in_stream(0, None),
+        ];
+        for error in errors {
+            let code = error.code();
+            let response = error.into_response();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .expect("an in-memory body");
+            let body: ErrorBody = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{code}: {e}: {}", String::from_utf8_lossy(&bytes)));
+            assert_eq!(body.error.code, code);
         }
     }
 }

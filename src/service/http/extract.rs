@@ -79,6 +79,16 @@ pub async fn read_json<T: DeserializeOwned + Send + 'static>(
     limit: usize,
     timeout: Duration,
 ) -> Result<T, ApiError> {
+    decode_json(read_body(headers, body, limit, timeout).await?).await
+}
+
+/// Reads a whole body of at most `limit` bytes within `timeout`.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::TooLarge(format!("the body is larger than {limit} bytes"));
     // A declared length over the limit is refused before reading anything.
     let declared = headers
@@ -89,8 +99,8 @@ pub async fn read_json<T: DeserializeOwned + Send + 'static>(
         return Err(too_large());
     }
     let read = axum::body::to_bytes(body, limit);
-    let bytes = match tokio::time::timeout(timeout, read).await {
-        Err(_) => return Err(ApiError::Timeout(timeout.as_millis() as u64)),
+    match tokio::time::timeout(timeout, read).await {
+        Err(_) => Err(ApiError::Timeout(timeout.as_millis() as u64)),
         Ok(Err(e)) => {
             // `to_bytes` reports the limit as a boxed `LengthLimitError` somewhere in the chain.
             let over_limit =
@@ -98,14 +108,20 @@ pub async fn read_json<T: DeserializeOwned + Send + 'static>(
                     e.source()
                 })
                 .any(|e| e.is::<http_body_util::LengthLimitError>());
-            return Err(if over_limit {
+            Err(if over_limit {
                 too_large()
             } else {
                 ApiError::BodyRead(e.to_string())
-            });
+            })
         }
-        Ok(Ok(bytes)) => bytes,
-    };
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+/// Decodes `bytes` as JSON: on the runtime thread when small, else on the blocking pool.
+pub async fn decode_json<T: DeserializeOwned + Send + 'static>(
+    bytes: Bytes,
+) -> Result<T, ApiError> {
     if bytes.len() <= INLINE_PARSE_BYTES {
         return Ok(serde_json::from_slice(&bytes)?);
     }

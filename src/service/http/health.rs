@@ -10,20 +10,30 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::service::config::{Config, ScheduleSection};
-use crate::service::http::error::ApiError;
+use crate::service::http::error::{ApiError, ErrorBody};
+use crate::service::http::openapi::TAG_HEALTH;
 use crate::service::http::AppState;
 
 /// `Content-Type` of the Prometheus text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `GET /healthz`: 200 while the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = TAG_HEALTH, responses(
+    (status = 200, description = "The process serves HTTP.", body = Object, example = json!({"status": "ok"}))
+))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: 200 when ready to learn and classify, else 503 saying why.
+#[utoipa::path(get, path = "/readyz", tag = TAG_HEALTH, responses(
+    (status = 200, description = "Ready to learn and classify.", body = Object, example = json!({"status": "ready"})),
+    (status = 503, description = "Shutting down, or the learner is not running.", body = ErrorBody,
+        example = json!({"error": {"code": "not_ready", "message": "not ready: shutting down"}})),
+))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     if state.shutdown.is_triggered() {
         return Err(ApiError::NotReady("shutting down"));
@@ -35,7 +45,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
 }
 
 /// The `/v1/model` body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelInfo<'a> {
     /// Layer widths from input to top: `[input_width, hidden...]` (the input includes the
     /// label slots when they are appended).
@@ -44,9 +54,11 @@ pub struct ModelInfo<'a> {
     pub inputs: usize,
     /// Number of classes.
     pub classes: usize,
-    /// The wake/sleep schedule.
+    /// The wake/sleep schedule (`[schedule]` of the configuration).
+    #[schema(value_type = Object)]
     pub schedule: &'a ScheduleSection,
     /// `wake` or `sleep`.
+    #[schema(example = "wake")]
     pub phase: &'static str,
     /// Whether learning is paused (`/admin/pause`).
     pub paused: bool,
@@ -70,11 +82,15 @@ pub struct ModelInfo<'a> {
     pub learned_seq: u64,
     /// Features waiting for a delayed label.
     pub pending_entries: usize,
-    /// The effective configuration.
+    /// The effective configuration (what `ffd serve --print-config` prints, as JSON).
+    #[schema(value_type = Object)]
     pub config: &'a Config,
 }
 
 /// `GET /v1/model`.
+#[utoipa::path(get, path = "/v1/model", tag = TAG_HEALTH, responses(
+    (status = 200, description = "The model's shape, the learner's progress and the effective configuration.", body = ModelInfo),
+))]
 pub async fn model(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let snapshot = state.snapshots.load();
     let net = snapshot.model.config();
@@ -104,6 +120,11 @@ pub async fn model(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Ap
 }
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = TAG_HEALTH, responses(
+    (status = 200, description = "Every `ffd_*` metric in the Prometheus text format.",
+        content_type = "text/plain; version=0.0.4; charset=utf-8", body = String,
+        example = "# TYPE ffd_model_version gauge\nffd_model_version 42\n"),
+))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],

@@ -11,8 +11,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::service::http::error::{ApiError, Position};
+use crate::service::http::error::{ApiError, ErrorBody, Position};
 use crate::service::http::extract::{body_kind, read_json, BodyKind, Lines};
 use crate::service::http::AppState;
 use crate::service::metrics::RejectReason;
@@ -20,26 +21,36 @@ use crate::service::queue::{Accepted, PushError};
 use crate::service::sample::{Features, LabelledInput, ValidatedBatch};
 
 /// A `/learn` JSON body: `{features, label}`, `{id, label}` or `{samples: [...]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"features": [0.0, 0.5, 1.0], "label": 3}))]
 pub struct LearnRequest {
+    /// One sample's features (`network.inputs` finite numbers); with `label`.
     features: Option<Vec<f32>>,
+    /// A delayed label: the id an earlier `/classify` kept the features under; with `label`.
     id: Option<String>,
+    /// The class, `0..network.classes`.
     label: Option<i64>,
+    /// A batch (at most `http.max_batch_samples`): all queued, or none.
     samples: Option<Vec<LearnSample>>,
 }
 
 /// One sample of a batch, or one NDJSON line: `{features, label}` or `{id, label}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"features": [0.0, 0.5, 1.0], "label": 3}))]
 pub struct LearnSample {
+    /// The features (`network.inputs` finite numbers); or `id`.
     features: Option<Vec<f32>>,
+    /// A delayed label's id; or `features`.
     id: Option<String>,
+    /// The class, `0..network.classes`.
     label: i64,
 }
 
 /// The `202` body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"accepted": 2, "last_seq": 1234}))]
 pub struct LearnResponse {
     /// Samples queued by this request.
     pub accepted: usize,
@@ -53,7 +64,37 @@ impl LearnResponse {
     }
 }
 
-/// The handler.
+/// `POST /learn`.
+#[utoipa::path(
+    post,
+    path = "/learn",
+    tag = crate::service::http::openapi::TAG_V1,
+    request_body(
+        description = "A sample, a delayed label, a batch (`application/json`), or an NDJSON \
+            stream of `LearnSample` lines (`application/x-ndjson`), queued line by line.",
+        content(
+            (LearnRequest = "application/json", examples(
+                ("sample" = (value = json!({"features": [0.0, 0.5, 1.0], "label": 3}))),
+                ("delayed label" = (value = json!({"id": "req-42", "label": 3}))),
+                ("batch" = (value = json!({"samples": [{"features": [0.0, 0.5, 1.0], "label": 3}, {"features": [1.0, 0.0, 0.25], "label": 7}]}))),
+            )),
+            (LearnSample = "application/x-ndjson",
+                example = json!({"features": [0.0, 0.5, 1.0], "label": 3})),
+        )
+    ),
+    responses(
+        (status = 202, description = "Queued whole.", body = LearnResponse),
+        (status = 400, description = "Not JSON, or a missing, unknown or mistyped field.", body = ErrorBody),
+        (status = 408, description = "The body was too slow.", body = ErrorBody),
+        (status = 413, description = "Body, batch or line over its limit.", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor NDJSON.", body = ErrorBody),
+        (status = 422, description = "A bad sample: nothing of the request is queued (a stream keeps the lines before it; `accepted` says how many).", body = ErrorBody,
+            example = json!({"error": {"code": "invalid_label", "message": "sample 1: `label` is 12, expected 0..10"}})),
+        (status = 429, description = "The learn queue is full; retry after `Retry-After` seconds.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 503, description = "Shutting down, or the learner is gone.", body = ErrorBody),
+    )
+)]
 pub async fn learn(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -1,6 +1,10 @@
 //! The HTTP layer: [`router`] maps routes to thin handlers (extract → validate → one call → map
 //! the result) over the shared [`AppState`]. Only this module knows HTTP; handlers never touch
 //! the model except through the published snapshot.
+//!
+//! [`api`] is the one route table: every route is registered there through `routes!`, which
+//! takes its OpenAPI operation from the handler's `#[utoipa::path]`, so the router and
+//! `GET /openapi.json` cannot disagree (a test compares them on a live server).
 
 pub mod admin;
 pub mod classify;
@@ -8,6 +12,9 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod learn;
+pub mod openapi;
+pub mod status;
+pub mod v2;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,12 +22,14 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::ff::Classifier;
 use crate::service::config::Config;
+use crate::service::history::History;
 use crate::service::learner::LearnerStatus;
 use crate::service::metrics::Metrics;
 use crate::service::pending::PendingLabels;
@@ -55,6 +64,8 @@ pub struct AppState {
     pub shape: SampleShape,
     /// How `/classify` classifies.
     pub classifier: Classifier,
+    /// What the status page plots.
+    pub history: Arc<History>,
 }
 
 impl AppState {
@@ -64,21 +75,45 @@ impl AppState {
     }
 }
 
+/// Every route and its OpenAPI operation. Register routes here and only through `routes!`: a
+/// route added with `.route(...)` would be served but missing from `/openapi.json`, and the
+/// route-coverage test fails.
+pub fn api() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(openapi::document_base())
+        .routes(routes!(learn::learn))
+        .routes(routes!(classify::classify))
+        .routes(routes!(health::metrics))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::model))
+        .routes(routes!(admin::sleep))
+        .routes(routes!(admin::pause))
+        .routes(routes!(admin::resume))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(v2::server_live))
+        .routes(routes!(v2::server_ready))
+        .routes(routes!(v2::server_metadata))
+        .routes(routes!(v2::model_metadata))
+        .routes(routes!(v2::model_ready))
+        .routes(routes!(v2::model_infer))
+        .routes(routes!(status::status_page))
+        .routes(routes!(status::status_json))
+}
+
+/// The OpenAPI document of every route [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
 /// The service's routes. Layers, outermost first: tracing (a span per request), then metrics
-/// and error logging per matched route, then the handler.
+/// and error logging per matched route, then the OpenAPI document for `/openapi.json`, then
+/// the handler.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/learn", post(learn::learn))
-        .route("/classify", post(classify::classify))
-        .route("/metrics", get(health::metrics))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/v1/model", get(health::model))
-        .route("/admin/sleep", post(admin::sleep))
-        .route("/admin/pause", post(admin::pause))
-        .route("/admin/resume", post(admin::resume))
+    let (routes, document) = api().split_for_parts();
+    routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(Extension(openapi::OpenApiJson::new(&document)))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             observe_request,

@@ -1,0 +1,230 @@
+//! `History`: what the status page plots — a bounded ring of [`StatusPoint`]s, one per
+//! `status.history_interval_ms`, sampled by a tokio task from the learner's counters and the
+//! metrics. The learner thread never sees it, so recording costs learning nothing; the ring
+//! never grows past `status.history_points` (the oldest point goes first).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::core::Collector;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::service::learner::LearnerStatus;
+use crate::service::metrics::Metrics;
+use crate::service::queue::LearnQueue;
+use crate::service::shutdown::ShutdownNotice;
+use crate::service::snapshot::Snapshots;
+
+/// The learner at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct StatusPoint {
+    /// Unix time, seconds.
+    #[schema(example = 1_764_241_200.5)]
+    pub time: f64,
+    /// Wake samples learned so far.
+    pub samples_learned: u64,
+    /// Version of the snapshot `/classify` uses.
+    pub model_version: u64,
+    /// `wake` or `sleep`.
+    #[schema(example = "wake")]
+    pub phase: &'static str,
+    /// Sleep phases completed.
+    pub sleep_cycles: u64,
+    /// Samples waiting in the learn queue.
+    pub queue_depth: usize,
+    /// Prequential (test-then-train) accuracy over the last `learner.prequential_window`
+    /// samples; `null` before the first sample.
+    #[schema(example = 0.93)]
+    pub accuracy_rolling: Option<f64>,
+    /// Prequential accuracy over every sample since the start; `null` before the first.
+    #[schema(example = 0.88)]
+    pub accuracy_cumulative: Option<f64>,
+    /// Mean goodness of each hidden layer on recent positive data (`null` until measured).
+    pub goodness_positive: Vec<Option<f64>>,
+    /// Mean goodness of each hidden layer on recent negative data (`null` until measured).
+    pub goodness_negative: Vec<Option<f64>>,
+    /// `goodness_positive − goodness_negative` per layer: how well each layer tells real data
+    /// from negatives.
+    pub goodness_gap: Vec<Option<f64>>,
+}
+
+/// The last `capacity` points, oldest first.
+#[derive(Debug)]
+pub struct History {
+    points: Mutex<VecDeque<StatusPoint>>,
+    capacity: usize,
+    interval: Duration,
+}
+
+impl History {
+    /// An empty history of at most `capacity` points (at least 1), one per `interval`.
+    pub fn new(capacity: usize, interval: Duration) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            points: Mutex::new(VecDeque::with_capacity(capacity)),
+            capacity,
+            interval,
+        }
+    }
+
+    /// Appends `point`, dropping the oldest one when full.
+    pub fn push(&self, point: StatusPoint) {
+        let mut points = self.lock();
+        if points.len() == self.capacity {
+            points.pop_front();
+        }
+        points.push_back(point);
+    }
+
+    /// A copy of the points, oldest first.
+    pub fn points(&self) -> Vec<StatusPoint> {
+        self.lock().iter().cloned().collect()
+    }
+
+    /// Most points kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Time between two points.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<StatusPoint>> {
+        // A poisoned lock only means a push panicked half-way through a `VecDeque` call; the
+        // ring is still a valid ring, so keep using it.
+        self.points
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What a point is read from.
+#[derive(Debug, Clone)]
+pub struct StatusSources {
+    /// The learner's counters.
+    pub status: Arc<LearnerStatus>,
+    /// The metrics (accuracy and per-layer goodness).
+    pub metrics: Arc<Metrics>,
+    /// The learn queue (depth).
+    pub queue: Arc<LearnQueue>,
+    /// The published model (version).
+    pub snapshots: Arc<Snapshots>,
+    /// Hidden layers of the network.
+    pub layers: usize,
+}
+
+impl StatusSources {
+    /// The learner now.
+    pub fn read(&self) -> StatusPoint {
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let m = &self.metrics;
+        let predictions = m.prequential_predictions.get();
+        let (accuracy_rolling, accuracy_cumulative) = if predictions == 0 {
+            (None, None)
+        } else {
+            (
+                Some(m.prequential_accuracy.get()),
+                Some(m.prequential_correct.get() as f64 / predictions as f64),
+            )
+        };
+        let (goodness_positive, goodness_negative) = self.goodness();
+        let goodness_gap = goodness_positive
+            .iter()
+            .zip(&goodness_negative)
+            .map(|(p, n)| Some((*p)? - (*n)?))
+            .collect();
+        StatusPoint {
+            time,
+            samples_learned: self.status.samples_learned(),
+            model_version: self.snapshots.load().version,
+            phase: self.status.phase().as_str(),
+            sleep_cycles: self.status.sleep_cycles(),
+            queue_depth: self.queue.len(),
+            accuracy_rolling,
+            accuracy_cumulative,
+            goodness_positive,
+            goodness_negative,
+            goodness_gap,
+        }
+    }
+
+    /// Per-layer positive and negative goodness from `ffd_layer_goodness`. Read through
+    /// `collect`, which lists only the series that exist: asking for a series by its labels
+    /// would create it at 0 and show a goodness that was never measured.
+    fn goodness(&self) -> (Vec<Option<f64>>, Vec<Option<f64>>) {
+        let mut positive = vec![None; self.layers];
+        let mut negative = vec![None; self.layers];
+        for family in self.metrics.layer_goodness.collect() {
+            for metric in family.get_metric() {
+                let mut layer = None;
+                let mut polarity = None;
+                for pair in metric.get_label() {
+                    match pair.name() {
+                        "layer" => layer = pair.value().parse::<usize>().ok(),
+                        "polarity" => polarity = Some(pair.value()),
+                        _ => {}
+                    }
+                }
+                let value = metric.get_gauge().get_value();
+                let slot = match polarity {
+                    Some("positive") => &mut positive,
+                    Some("negative") => &mut negative,
+                    _ => continue,
+                };
+                if let Some(cell) = layer.and_then(|l| slot.get_mut(l)) {
+                    *cell = Some(value);
+                }
+            }
+        }
+        (positive, negative)
+    }
+}
+
+/// Records a point into `history` every `history.interval()` until shutdown begins.
+pub async fn record(history: Arc<History>, sources: StatusSources, mut shutdown: ShutdownNotice) {
+    let mut ticks = tokio::time::interval(history.interval());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.triggered() => return,
+            _ = ticks.tick() => history.push(sources.read()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(samples_learned: u64) -> StatusPoint {
+        StatusPoint {
+            time: 0.0,
+            samples_learned,
+            model_version: 0,
+            phase: "wake",
+            sleep_cycles: 0,
+            queue_depth: 0,
+            accuracy_rolling: None,
+            accuracy_cumulative: None,
+            goodness_positive: vec![],
+            goodness_negative: vec![],
+            goodness_gap: vec![],
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_points_up_to_capacity() {
+        let history = History::new(3, Duration::from_secs(1));
+        for n in 0..5 {
+            history.push(point(n));
+        }
+        let kept: Vec<u64> = history.points().iter().map(|p| p.samples_learned).collect();
+        assert_eq!(kept, [2, 3, 4]);
+    }
+}

@@ -1,0 +1,81 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of the whole HTTP API. It is generated from
+//! the handlers' `#[utoipa::path]` annotations and the `ToSchema` types where the request and
+//! response bodies are defined, by the same route table that builds the router
+//! ([`super::api`]), so it lists exactly the routes served.
+
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Extension;
+use utoipa::OpenApi;
+
+use crate::service::http::extract::JSON;
+
+/// Tag of the learning and classification routes.
+pub const TAG_V1: &str = "v1";
+/// Tag of the probes and the metrics.
+pub const TAG_HEALTH: &str = "health";
+/// Tag of the operator routes.
+pub const TAG_ADMIN: &str = "admin";
+/// Tag of the Open Inference Protocol routes.
+pub const TAG_V2: &str = "v2";
+/// Tag of the status page and its data.
+pub const TAG_STATUS: &str = "status";
+
+/// The document's header: title, version, description and tags; the paths and schemas come
+/// from the route table.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ffd",
+        description = "A service that learns from a live stream with the Forward-Forward algorithm. \
+            The v1 API learns and classifies; its errors are `{\"error\": {\"code\", \"message\"}}`. \
+            The v2 routes follow the Open Inference Protocol (KServe v2) for inference clients; \
+            their errors are `{\"error\": \"...\"}`."
+    ),
+    tags(
+        (name = TAG_V1, description = "Learn from labelled samples; classify with the current snapshot."),
+        (name = TAG_HEALTH, description = "Probes, model information and Prometheus metrics."),
+        (name = TAG_ADMIN, description = "Control messages to the learner; no authentication."),
+        (name = TAG_V2, description = "Open Inference Protocol (KServe v2) REST endpoints."),
+        (name = TAG_STATUS, description = "The live status page and its data."),
+    )
+)]
+struct DocumentBase;
+
+/// The document before the routes are added, with the crate's version.
+pub fn document_base() -> utoipa::openapi::OpenApi {
+    let mut document = DocumentBase::openapi();
+    document.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    document
+}
+
+/// The serialised document, shared by every request.
+#[derive(Debug, Clone)]
+pub struct OpenApiJson(Arc<str>);
+
+impl OpenApiJson {
+    /// Serialises `document` once.
+    pub fn new(document: &utoipa::openapi::OpenApi) -> Self {
+        // Serialising a document of plain strings, maps and numbers cannot fail; an empty
+        // object would show it did.
+        let text = document
+            .to_pretty_json()
+            .unwrap_or_else(|_| "{}".to_owned());
+        Self(text.into())
+    }
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = TAG_HEALTH,
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API.",
+        content_type = "application/json", body = Object,
+        example = json!({"openapi": "3.1.0", "info": {"title": "ffd", "version": "0.1.0"}, "paths": {}})))
+)]
+pub async fn openapi_json(Extension(document): Extension<OpenApiJson>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, JSON)], document.0.to_string())
+}

@@ -1,0 +1,95 @@
+//! The live status page: `GET /` is one self-contained HTML page (inline CSS and JS, no
+//! external assets: the service may run offline) that polls `GET /v1/status` every two seconds
+//! and plots rolling and cumulative prequential accuracy and the per-layer goodness gap over
+//! the recorded history, with the model's shape and phase.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::ff::ScheduleMode;
+use crate::service::history::StatusPoint;
+use crate::service::http::openapi::TAG_STATUS;
+use crate::service::http::AppState;
+
+/// The page, compiled in.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// The `/v1/status` body: the model now and its recent history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusResponse {
+    /// Layer widths from input to top (as in `/v1/model`).
+    pub layer_sizes: Vec<usize>,
+    /// Features per sample.
+    pub inputs: usize,
+    /// Number of classes.
+    pub classes: usize,
+    /// `sleep` or `interleaved`.
+    #[schema(value_type = String, example = "sleep")]
+    pub schedule: ScheduleMode,
+    /// `wake` or `sleep`, now.
+    #[schema(example = "wake")]
+    pub phase: &'static str,
+    /// Whether learning is paused.
+    pub paused: bool,
+    /// Wake samples learned so far.
+    pub samples_learned: u64,
+    /// Version of the snapshot `/classify` uses.
+    pub model_version: u64,
+    /// Sleep phases completed.
+    pub sleep_cycles: u64,
+    /// Samples waiting in the learn queue.
+    pub queue_depth: usize,
+    /// Samples the learn queue holds.
+    pub queue_capacity: usize,
+    /// Milliseconds between two points.
+    pub interval_ms: u64,
+    /// Most points kept (`status.history_points`).
+    pub capacity: usize,
+    /// The recorded points, oldest first (at most `capacity`).
+    pub points: Vec<StatusPoint>,
+}
+
+/// `GET /`: the status page.
+#[utoipa::path(get, path = "/", tag = TAG_STATUS, responses(
+    (status = 200, description = "A self-contained HTML page that plots `/v1/status`.",
+        content_type = "text/html; charset=utf-8", body = String),
+))]
+pub async fn status_page() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        STATUS_PAGE,
+    )
+}
+
+/// `GET /v1/status`.
+#[utoipa::path(get, path = "/v1/status", tag = TAG_STATUS, responses(
+    (status = 200, description = "The model now and its recent history.", body = StatusResponse),
+))]
+pub async fn status_json(State(state): State<Arc<AppState>>) -> Json<StatusResponse> {
+    let snapshot = state.snapshots.load();
+    let net = snapshot.model.config();
+    let status = &state.status;
+    let history = &state.history;
+    Json(StatusResponse {
+        layer_sizes: net.widths(),
+        inputs: net.inputs,
+        classes: net.classes,
+        schedule: state.config.schedule.mode,
+        phase: status.phase().as_str(),
+        paused: state.queue.is_paused(),
+        samples_learned: status.samples_learned(),
+        model_version: snapshot.version,
+        sleep_cycles: status.sleep_cycles(),
+        queue_depth: state.queue.len(),
+        queue_capacity: state.queue.capacity(),
+        interval_ms: history.interval().as_millis() as u64,
+        capacity: history.capacity(),
+        points: history.points(),
+    })
+}
