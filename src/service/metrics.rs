@@ -129,6 +129,14 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// `ffd_http_request_duration_seconds{route}`.
     pub http_duration: HistogramVec,
+    /// `ffd_http_shed_total`: requests answered 503 at once because
+    /// `http.max_concurrent_requests` were in progress.
+    pub http_shed: IntCounter,
+    /// `ffd_http_connections`: open client connections (at most `http.max_connections`).
+    pub http_connections: IntGauge,
+    /// `ffd_learner_nonfinite_total`: updates refused because they would have made a weight,
+    /// an optimiser state or the softmax head non-finite.
+    pub learner_nonfinite: IntCounter,
 }
 
 impl Metrics {
@@ -252,6 +260,18 @@ impl Metrics {
             )?,
             http_requests,
             http_duration,
+            http_shed: counter(
+                "ffd_http_shed_total",
+                "Requests answered 503 at once because the server was at http.max_concurrent_requests.",
+            )?,
+            http_connections: gauge(
+                "ffd_http_connections",
+                "Open client connections.",
+            )?,
+            learner_nonfinite: counter(
+                "ffd_learner_nonfinite_total",
+                "Sample updates refused because they would have made the model non-finite.",
+            )?,
             registry,
         };
         // Every series of a labelled metric exists from the start, at 0.
@@ -336,6 +356,9 @@ mod tests {
             "ffd_model_version",
             "ffd_rejected_samples_total",
             "ffd_build_info",
+            "ffd_http_shed_total",
+            "ffd_http_connections",
+            "ffd_learner_nonfinite_total",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }

@@ -3,11 +3,14 @@
 //! the model except through the published snapshot.
 
 pub mod admin;
+pub mod auth;
 pub mod classify;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod learn;
+pub mod listener;
+pub mod request_limit;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +23,7 @@ use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::ff::Classifier;
+use crate::service::auth::AccessTokens;
 use crate::service::config::Config;
 use crate::service::learner::LearnerStatus;
 use crate::service::metrics::Metrics;
@@ -55,6 +59,8 @@ pub struct AppState {
     pub shape: SampleShape,
     /// How `/classify` classifies.
     pub classifier: Classifier,
+    /// The tokens requests are checked against.
+    pub access: AccessTokens,
 }
 
 impl AppState {
@@ -65,18 +71,53 @@ impl AppState {
 }
 
 /// The service's routes. Layers, outermost first: tracing (a span per request), then metrics
-/// and error logging per matched route, then the handler.
+/// and error logging per matched route, then per route group the token check ([`auth`]) and,
+/// except for probes and `/metrics`, the global request limit ([`request_limit`]), then the
+/// handler. The token check runs before the limit, so unauthenticated clients cannot use up
+/// the slots.
 pub fn router(state: Arc<AppState>) -> Router {
+    use self::auth::Guard;
+    let limit = request_limit::RequestLimit::new(state.config.http.max_concurrent_requests);
+    let guarded = |routes: Router<Arc<AppState>>, guard: Guard| {
+        routes.route_layer(middleware::from_fn_with_state(
+            (Arc::clone(&state), guard),
+            auth::require,
+        ))
+    };
+    let limited = Router::new()
+        .merge(guarded(
+            Router::new().route("/learn", post(learn::learn)),
+            Guard::Learn,
+        ))
+        .merge(guarded(
+            Router::new()
+                .route("/admin/sleep", post(admin::sleep))
+                .route("/admin/pause", post(admin::pause))
+                .route("/admin/resume", post(admin::resume)),
+            Guard::Admin,
+        ))
+        .merge(guarded(
+            Router::new()
+                .route("/classify", post(classify::classify))
+                .route("/v1/model", get(health::model)),
+            Guard::Read,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            (Arc::clone(&state), limit),
+            request_limit::shed,
+        ));
     Router::new()
-        .route("/learn", post(learn::learn))
-        .route("/classify", post(classify::classify))
-        .route("/metrics", get(health::metrics))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/v1/model", get(health::model))
-        .route("/admin/sleep", post(admin::sleep))
-        .route("/admin/pause", post(admin::pause))
-        .route("/admin/resume", post(admin::resume))
+        .merge(limited)
+        .merge(guarded(
+            Router::new().route("/metrics", get(health::metrics)),
+            Guard::Metrics,
+        ))
+        .merge(guarded(
+            Router::new()
+                .route("/healthz", get(health::healthz))
+                .route("/readyz", get(health::readyz)),
+            Guard::Health,
+        ))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(
