@@ -30,10 +30,12 @@ pub enum RejectReason {
     ShuttingDown,
     /// The learner thread is not running.
     Unavailable,
+    /// A finite feature beyond `sample::MAX_ABS_FEATURE`.
+    OutOfRange,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 9] = [
+    const ALL: [RejectReason; 10] = [
         Self::Features,
         Self::NonFinite,
         Self::Label,
@@ -43,6 +45,7 @@ impl RejectReason {
         Self::QueueFull,
         Self::ShuttingDown,
         Self::Unavailable,
+        Self::OutOfRange,
     ];
 
     /// The label value.
@@ -57,6 +60,7 @@ impl RejectReason {
             Self::QueueFull => "queue_full",
             Self::ShuttingDown => "shutting_down",
             Self::Unavailable => "learner_unavailable",
+            Self::OutOfRange => "out_of_range",
         }
     }
 }

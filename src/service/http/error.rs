@@ -159,6 +159,7 @@ impl ApiError {
                 RejectReason::Label => "invalid_label",
                 RejectReason::UnknownId => "unknown_id",
                 RejectReason::InvalidId => "invalid_id",
+                RejectReason::OutOfRange => "feature_out_of_range",
                 _ => "invalid_sample",
             },
             Self::Timeout(_) => "request_timeout",
