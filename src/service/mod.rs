@@ -12,7 +12,8 @@
 //!
 //! Parts: `config` (layers and validation), `sample` (`ValidatedBatch`), `queue`
 //! (`LearnQueue`), `learner` (the thread), `snapshot` (`Snapshots`), `pending` (delayed
-//! labels), `metrics`, `shutdown`, `http` (router, handlers, `ApiError`).
+//! labels), `metrics`, `shutdown`, `http` (router, handlers, `ApiError`), `auth` (access
+//! tokens from the environment, kept as digests).
 //!
 //! Shutdown, in order: the trigger fires → handlers refuse new samples (503) and NDJSON streams
 //! stop → the server stops accepting and finishes in-flight requests → the queue closes and the
