@@ -225,6 +225,16 @@ impl Service {
             learner,
             trigger,
         } = self;
+        // Polled once before the address is announced, so a signal handler inside `shutdown`
+        // is installed before any client (or supervisor) can know the service is up; a signal
+        // sent right after the `listening` line then shuts down in order instead of killing.
+        let mut shutdown = std::pin::pin!(shutdown);
+        let signalled_early = futures_util::poll!(shutdown.as_mut()).is_ready();
+        let shutdown = async move {
+            if !signalled_early {
+                shutdown.await;
+            }
+        };
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "listening");
             if !addr.ip().is_loopback() && state.access.learn.is_none() {
