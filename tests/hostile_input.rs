@@ -241,3 +241,46 @@ async fn a_flood_of_delayed_label_ids_stays_bounded() {
     s.wait_learned(1).await;
     s.shutdown().await.expect("clean shutdown");
 }
+
+/// The engine's guard end to end: a learning rate the configuration accepts but that
+/// overflows every update (1e37) gets each sample refused — counted, with the model unchanged —
+/// and the service keeps serving finite answers.
+#[tokio::test]
+async fn updates_that_would_overflow_are_refused_and_the_model_keeps_serving() {
+    let mut config = small_config();
+    config.train.lr = 1e37;
+    config.learner.average_decay = 0.0;
+    let s = start_server(config).await;
+    let features: Vec<f32> = (0..784).map(|i| (i % 7) as f32 / 7.0).collect();
+    let classify = json!({ "features": features });
+    let before: serde_json::Value = s
+        .post("/classify", &classify)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let batch = json!({ "samples": (0..5).map(|i| sample_json(&features, i)).collect::<Vec<_>>() });
+    let accepted: serde_json::Value = s.post("/learn", &batch).await.json().await.expect("JSON");
+    let last_seq = accepted["last_seq"].as_u64().expect("last_seq");
+    s.wait_for("the refused samples to be handled", |m| {
+        m["learned_seq"].as_u64() == Some(last_seq)
+    })
+    .await;
+    let scrape = s.metrics().await;
+    assert_eq!(metric(&scrape, "ffd_learner_nonfinite_total"), Some(5.0));
+    let model = s.model().await;
+    assert_eq!(model["samples_learned"], 0, "{model}");
+
+    let r = s.post("/classify", &classify).await;
+    assert_eq!(r.status(), 200);
+    let after: serde_json::Value = r.json().await.expect("JSON");
+    let probabilities = after["probabilities"].as_array().expect("probabilities");
+    assert!(
+        probabilities
+            .iter()
+            .all(|p| p.as_f64().is_some_and(f64::is_finite)),
+        "{after}"
+    );
+    assert_eq!(after["scores"], before["scores"], "the model is unchanged");
+    s.shutdown().await.expect("clean shutdown");
+}
