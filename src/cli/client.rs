@@ -81,7 +81,9 @@ impl ApiClient {
     /// A client of the server at `url` (`http://host:port`, optionally with a path prefix) whose
     /// requests each time out after `timeout`. Fails on a URL that is not plain `http`: this
     /// build has no TLS. Proxy environment variables are ignored, so loopback stays loopback.
-    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+    /// With a `token`, every request carries it as `Authorization: Bearer` (marked sensitive, so
+    /// it is never shown in debug output).
+    pub fn with_token(url: &str, timeout: Duration, token: Option<&str>) -> anyhow::Result<Self> {
         let base = url.trim_end_matches('/').to_owned();
         let parsed = reqwest::Url::parse(&base).with_context(|| format!("bad URL {url:?}"))?;
         match parsed.scheme() {
@@ -92,7 +94,15 @@ impl ApiClient {
         if parsed.query().is_some() || parsed.fragment().is_some() {
             bail!("bad URL {url:?}: expected no query or fragment");
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the token contains characters an HTTP header cannot carry")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(timeout)
             .connect_timeout(timeout)
             .tcp_nodelay(true)
@@ -312,10 +322,10 @@ mod tests {
     #[test]
     fn urls_must_be_plain_http() {
         let t = Duration::from_secs(1);
-        let client = ApiClient::new("http://127.0.0.1:8080/", t).unwrap();
+        let client = ApiClient::with_token("http://127.0.0.1:8080/", t, None).unwrap();
         assert_eq!(client.base(), "http://127.0.0.1:8080");
         assert_eq!(client.url("/learn"), "http://127.0.0.1:8080/learn");
-        let prefixed = ApiClient::new("http://example.test/ffd//", t).unwrap();
+        let prefixed = ApiClient::with_token("http://example.test/ffd//", t, None).unwrap();
         assert_eq!(prefixed.url("/healthz"), "http://example.test/ffd/healthz");
         for (bad, why) in [
             ("https://127.0.0.1:8080", "https is not supported"),
@@ -324,7 +334,7 @@ mod tests {
             ("not a url", "bad URL"),
             ("http://h/?q=1", "no query"),
         ] {
-            let message = format!("{:#}", ApiClient::new(bad, t).unwrap_err());
+            let message = format!("{:#}", ApiClient::with_token(bad, t, None).unwrap_err());
             assert!(message.contains(why), "{bad}: {message}");
         }
     }

@@ -18,11 +18,26 @@ pub struct HealthcheckArgs {
     /// Give up after this many milliseconds (connecting and answering).
     #[arg(long, default_value_t = 2000)]
     pub timeout_ms: u64,
+    /// A file holding a token, for a server whose probes are closed (`auth.health_open =
+    /// false`); default: the `FFD_READ_TOKEN` or else the `FFD_LEARN_TOKEN` variable.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// Runs `ffd healthcheck`: `Ok` if `/healthz` answered 200.
 pub fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
-    let client = ApiClient::new(&args.url, Duration::from_millis(args.timeout_ms.max(1)))?;
+    let token = super::token::client_token(
+        args.token_file.as_deref(),
+        &[
+            crate::service::auth::READ_TOKEN_VAR,
+            crate::service::auth::LEARN_TOKEN_VAR,
+        ],
+    )?;
+    let client = ApiClient::with_token(
+        &args.url,
+        Duration::from_millis(args.timeout_ms.max(1)),
+        token.as_deref(),
+    )?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

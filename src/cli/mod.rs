@@ -5,6 +5,7 @@ mod client;
 pub mod healthcheck;
 pub mod replay;
 pub mod serve;
+mod token;
 pub mod train;
 
 use clap::{Parser, Subcommand};

@@ -61,6 +61,9 @@ pub struct ReplayArgs {
     /// short backoff (5 ms, doubling), which keeps a fast learner fed.
     #[arg(long)]
     pub strict_retry_after: bool,
+    /// A file holding the server's learn token (default: the `FFD_LEARN_TOKEN` variable).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// The JSON summary `ffd replay` prints as its last stdout line.
@@ -131,7 +134,15 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ReplaySummary> {
     ensure!(args.batch > 0, "--batch must be at least 1");
     ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     ensure!(args.timeout > 0, "--timeout must be at least 1 second");
-    let client = ApiClient::new(&args.url, Duration::from_secs(args.timeout))?;
+    let token = super::token::client_token(
+        args.token_file.as_deref(),
+        &[crate::service::auth::LEARN_TOKEN_VAR],
+    )?;
+    let client = ApiClient::with_token(
+        &args.url,
+        Duration::from_secs(args.timeout),
+        token.as_deref(),
+    )?;
     let mut mnist = load_mnist(&args.mnist)?;
     if let Some(n) = args.limit {
         mnist.train.truncate(n);

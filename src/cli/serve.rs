@@ -1,6 +1,8 @@
 //! `ffd serve`: loads the configuration (embedded defaults → `--config FILE` → `FFD_*`
 //! environment → flags), sets up logging, binds the listener and runs the service until SIGINT
 //! or SIGTERM. Logs go to stderr; `--print-config` prints the effective config to stdout.
+//! Access tokens come only from `FFD_*_TOKEN` / `FFD_*_TOKEN_FILE` (never a flag: the process
+//! list would show it) and are read before anything else starts.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
-use crate::service::{self, Config, LogFormat};
+use crate::service::{self, AccessTokens, Config, LogFormat};
 
 /// Arguments of `ffd serve`.
 #[derive(Debug, Clone, Args)]
@@ -49,6 +51,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let access = AccessTokens::from_env(
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+    )
+    .context("reading the access tokens")?;
     init_logging(config.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -58,7 +65,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        service::run(listener, config, service::shutdown_signal()).await?;
+        service::Service::with_access(config, access)?
+            .serve(listener, service::shutdown_signal())
+            .await?;
         anyhow::Ok(())
     })
 }

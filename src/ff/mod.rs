@@ -21,11 +21,13 @@
 //! Layout: `kernel` (dot products, row updates), `goodness` (`G`, `p`, loss), `layer` (one FF
 //! layer and its local update), `optimiser` (momentum, decay, peer normalisation, lr schedule),
 //! `network` (`Model`, label embedding, `Workspace`), `classify` (goodness and softmax
-//! classification), `negatives`, `replay`, `schedule`, `trainer`.
+//! classification), `negatives`, `replay`, `schedule`, `trainer`, `guard` (refuses an update
+//! that could make a parameter non-finite).
 
 pub mod classify;
 pub mod error;
 pub mod goodness;
+mod guard;
 pub mod kernel;
 pub mod layer;
 pub mod negatives;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::ff::classify::{argmax, Classifier};
 use crate::ff::error::FfError;
 use crate::ff::goodness::Polarity;
+use crate::ff::guard::{max_abs, FiniteGuard};
 use crate::ff::kernel;
 use crate::ff::layer::Term;
 use crate::ff::negatives::{self, HybridMask, NegativeStrategy};
@@ -138,6 +139,10 @@ pub struct LearnOutcome {
     pub predicted: Option<usize>,
     /// The wake phase has run its course: call [`Trainer::sleep`].
     pub sleep_due: bool,
+    /// The update was refused because it could have made a parameter non-finite (see
+    /// `ff::guard`): the model, the optimiser state and the replay buffer are as before the
+    /// call, and the sample does not count as learned.
+    pub refused: bool,
 }
 
 /// What one sleep phase did.
@@ -145,6 +150,8 @@ pub struct LearnOutcome {
 pub struct SleepReport {
     /// Negative updates applied.
     pub negatives: usize,
+    /// Negative updates refused because they could have made a parameter non-finite.
+    pub refused: usize,
 }
 
 /// Which slots of the workspace one step learns from.
@@ -183,6 +190,12 @@ pub struct Trainer {
     /// samples they hold. Empty when `batch_size == 1`.
     batch_grad: Vec<(Vec<f32>, Vec<f32>)>,
     batch_count: usize,
+    /// Refuses updates that could make a parameter non-finite.
+    guard: FiniteGuard,
+    /// What staging mutates before the guard decides, kept to undo a refused update:
+    /// each layer's mean activities and the statistics.
+    mean_backup: Vec<Vec<f32>>,
+    stats_backup: Vec<LayerStats>,
 }
 
 impl Trainer {
@@ -190,11 +203,13 @@ impl Trainer {
     pub fn new(model: Model, config: TrainConfig, seed: u64) -> Result<Self, FfError> {
         config.validate()?;
         let ncfg = model.config().clone();
-        let states = model
+        let states: Vec<LayerState> = model
             .layers()
             .iter()
             .map(|l| LayerState::new(l.outputs(), l.inputs(), &config.optimiser))
             .collect();
+        let guard = FiniteGuard::new(model.layers(), &states, &model.head);
+        let mean_backup = states.iter().map(|s| s.mean_activity.clone()).collect();
         let replay_capacity = match (config.schedule.mode, config.negatives) {
             (ScheduleMode::Sleep, _) | (_, NegativeStrategy::Hybrid) => {
                 config.schedule.replay_capacity.max(1)
@@ -228,6 +243,9 @@ impl Trainer {
                 Vec::new()
             },
             batch_count: 0,
+            guard,
+            mean_backup,
+            stats_backup: vec![LayerStats::default(); ncfg.hidden.len()],
             model,
             config,
         })
@@ -314,20 +332,37 @@ impl Trainer {
     ) -> LearnOutcome {
         let interleaved = self.config.schedule.mode == ScheduleMode::Interleaved;
         let slots = self.prepare(features, label, true, interleaved, predict);
-        self.stage(&slots);
+        // The head's step is checked first and applied only if the layers' update is too, so
+        // a refused sample changes nothing anywhere.
+        let mut head_step = None;
+        let mut head_ok = true;
         if self.config.train_head {
             if let Some(n) = slots.neutral {
                 let ws = &mut self.ws[self.cur];
                 self.model.gather_head_input(ws, n);
-                let loss = self.model.head.train_step(
-                    &ws.head_in,
-                    label,
-                    self.config.head_lr,
-                    &mut ws.probs,
-                );
-                self.stats.head_loss_sum += f64::from(loss);
-                self.stats.head_count += 1;
+                head_step = max_abs(&ws.head_in).and_then(|input| {
+                    self.guard
+                        .check_head(input, self.config.head_lr, &self.model.head)
+                });
+                head_ok = head_step.is_some();
             }
+        }
+        if !self.stage(&slots, head_ok) {
+            return LearnOutcome {
+                predicted: slots.predicted,
+                sleep_due: self.sleep_due(),
+                refused: true,
+            };
+        }
+        if let Some(bound) = head_step {
+            self.guard.commit_head(bound);
+            let ws = &mut self.ws[self.cur];
+            let loss =
+                self.model
+                    .head
+                    .train_step(&ws.head_in, label, self.config.head_lr, &mut ws.probs);
+            self.stats.head_loss_sum += f64::from(loss);
+            self.stats.head_count += 1;
         }
         if self.replay.capacity() > 0 {
             self.replay.push(features, label);
@@ -339,6 +374,7 @@ impl Trainer {
         LearnOutcome {
             predicted: slots.predicted,
             sleep_due: self.sleep_due(),
+            refused: false,
         }
     }
 
@@ -350,6 +386,7 @@ impl Trainer {
             n => n,
         };
         let n = if self.replay.is_empty() { 0 } else { wanted };
+        let mut refused = 0;
         for i in 0..n {
             // Oldest of the recent window first, cycling if more negatives than samples.
             let back = (n - 1 - i) % self.replay.len();
@@ -363,10 +400,15 @@ impl Trainer {
             let features = std::mem::take(&mut self.replayed);
             let slots = self.prepare(&features, label, false, true, false);
             self.replayed = features;
-            self.stage(&slots);
+            if !self.stage(&slots, true) {
+                refused += 1;
+            }
         }
         self.scheduler.slept();
-        SleepReport { negatives: n }
+        SleepReport {
+            negatives: n - refused,
+            refused,
+        }
     }
 
     /// Runs the forward passes a step needs and picks the negative. The first pass also applies
@@ -507,10 +549,16 @@ impl Trainer {
         }
     }
 
-    /// Computes each layer's local gradient for the chosen slots and leaves the update pending.
-    fn stage(&mut self, slots: &Slots) {
+    /// Computes each layer's local gradient for the chosen slots and leaves the update pending
+    /// (or adds it to the mini-batch). Returns `false`, with everything as before the call, if
+    /// `head_ok` is false or the guard finds the update could make a parameter non-finite.
+    fn stage(&mut self, slots: &Slots, head_ok: bool) -> bool {
         debug_assert!(self.pending.is_none());
         let lr = self.config.optimiser.lr * self.config.optimiser.schedule.factor(self.samples);
+        for (backup, state) in self.mean_backup.iter_mut().zip(&self.states) {
+            backup.copy_from_slice(&state.mean_activity);
+        }
+        self.stats_backup.clone_from_slice(&self.stats.layers);
         let opt = &self.config.optimiser;
         let ws = &mut self.ws[self.cur];
         let model = &self.model;
@@ -547,7 +595,14 @@ impl Trainer {
             }
         }
         if slots.positive.is_none() && slots.negative.is_none() {
-            return;
+            return head_ok;
+        }
+        if !(head_ok && self.update_is_safe(slots, lr)) {
+            for (backup, state) in self.mean_backup.iter().zip(&mut self.states) {
+                state.mean_activity.copy_from_slice(backup);
+            }
+            self.stats.layers.clone_from_slice(&self.stats_backup);
+            return false;
         }
         let pending = Pending {
             positive: slots.positive,
@@ -559,6 +614,43 @@ impl Trainer {
         } else {
             self.accumulate(pending);
         }
+        true
+    }
+
+    /// Whether the staged gradients are finite and the update keeps every parameter within
+    /// the guard's limits; on `true` the guard's bounds move to after the update.
+    fn update_is_safe(&mut self, slots: &Slots, lr: f32) -> bool {
+        let ws = &self.ws[self.cur];
+        let layers = self.model.layers.len();
+        for l in 0..layers {
+            let n = self.model.layers[l].inputs();
+            let mut terms = [None; 2];
+            for (i, slot) in [(0, slots.positive), (1, slots.negative)] {
+                let Some(slot) = slot else { continue };
+                let input = if l == 0 {
+                    &ws.input0[i][..]
+                } else {
+                    &ws.h_norm[l - 1][slot * n..(slot + 1) * n]
+                };
+                match (max_abs(&ws.dz[i][l]), max_abs(input)) {
+                    (Some(dz), Some(x)) => terms[i] = Some((dz, x)),
+                    _ => return false,
+                }
+            }
+            let safe = self.guard.check_layer(
+                l,
+                terms,
+                lr,
+                &self.config.optimiser,
+                &self.model.layers[l],
+                &self.states[l],
+            );
+            if !safe {
+                return false;
+            }
+        }
+        self.guard.commit(layers);
+        true
     }
 
     /// Mini-batch mode: adds one sample's gradients to the batch sums; applies them, averaged,
@@ -873,6 +965,114 @@ mod tests {
         let stats = t.take_stats();
         assert_eq!(stats.layers[0].positive_count, 12);
         assert_eq!(stats.layers[0].negative_count, 12);
+    }
+
+    fn all_finite(t: &mut Trainer) -> bool {
+        let model = t.model().clone();
+        let params = model.layers().iter().flat_map(|l| {
+            l.weight()
+                .iter()
+                .chain(l.bias().iter())
+                .copied()
+                .collect::<Vec<_>>()
+        });
+        let head = model.head.weight().iter().chain(model.head.bias().iter());
+        let states = t.layer_states().iter().flat_map(|s| {
+            s.velocity_weight
+                .iter()
+                .chain(&s.velocity_bias)
+                .chain(&s.mean_activity)
+                .copied()
+                .collect::<Vec<_>>()
+        });
+        params
+            .chain(head.copied())
+            .chain(states.collect::<Vec<_>>())
+            .all(f32::is_finite)
+    }
+
+    /// An update that would overflow (here a learning rate of 1e37, which the configuration
+    /// accepts: `lr · dL/dz · x` exceeds `f32::MAX`) is refused: the trainer is bit-identical
+    /// to one that never saw the sample, and the next sample is learned as usual.
+    #[test]
+    fn refused_update_changes_nothing_and_learning_continues() {
+        for momentum in [0.0, 0.9] {
+            let config = TrainConfig {
+                schedule: ScheduleConfig {
+                    mode: ScheduleMode::Sleep,
+                    sleep_every: 100,
+                    ..Default::default()
+                },
+                optimiser: OptimiserConfig {
+                    momentum,
+                    ..Default::default()
+                },
+                train_head: true,
+                ..Default::default()
+            };
+            let mut warm = toy(config, 6);
+            for i in 0..5 {
+                let (x, y) = sample(i);
+                assert!(!warm.learn(&x, y, false).expect("valid").refused);
+            }
+            let mut never_saw_it = warm.clone();
+            let mut refused = warm;
+            let normal_lr = refused.config.optimiser.lr;
+            refused.config.optimiser.lr = 1e37;
+            let (x, y) = sample(5);
+            let outcome = refused.learn(&x, y, false).expect("valid sample");
+            assert!(outcome.refused, "momentum {momentum}");
+            assert!(all_finite(&mut refused), "momentum {momentum}");
+            assert_eq!(refused.samples_learned(), never_saw_it.samples_learned());
+            assert_eq!(refused.replay().len(), never_saw_it.replay().len());
+            assert_eq!(refused.model(), never_saw_it.model());
+            assert_eq!(refused.layer_states(), never_saw_it.layer_states());
+
+            refused.config.optimiser.lr = normal_lr;
+            let before = refused.model().clone();
+            let (x, y) = sample(6);
+            assert!(!refused.learn(&x, y, false).expect("valid").refused);
+            never_saw_it.learn(&x, y, false).expect("valid");
+            assert_ne!(refused.model(), &before, "the next sample is learned");
+            assert_eq!(refused.model(), never_saw_it.model());
+            assert_eq!(refused.layer_states(), never_saw_it.layer_states());
+            assert_eq!(refused.take_stats(), never_saw_it.take_stats());
+        }
+    }
+
+    /// Weights driven far beyond anything training produces (as a hand-edited model file
+    /// could carry) make the forward pass overflow for some inputs; no update is ever applied
+    /// that leaves a NaN or an infinity behind, in wake or in sleep.
+    #[test]
+    fn huge_weights_never_become_non_finite() {
+        let config = TrainConfig {
+            schedule: ScheduleConfig {
+                mode: ScheduleMode::Sleep,
+                sleep_every: 4,
+                ..Default::default()
+            },
+            optimiser: OptimiserConfig {
+                momentum: 0.9,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut t = toy(config, 9);
+        for w in t.model.layers[0].weight.iter_mut() {
+            *w *= 1e30;
+        }
+        t.guard = FiniteGuard::new(&t.model.layers, &t.states, &t.model.head);
+        let mut refused = 0;
+        for i in 0..12 {
+            let (x, y) = sample(i);
+            let outcome = t.learn(&x, y, true).expect("valid sample");
+            refused += usize::from(outcome.refused);
+            if outcome.sleep_due {
+                refused += t.sleep().refused;
+            }
+            assert!(all_finite(&mut t), "after sample {i}");
+        }
+        assert!(refused > 0, "the overflowing updates were refused");
     }
 
     #[test]

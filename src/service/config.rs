@@ -104,6 +104,8 @@ pub struct Config {
     pub pending: PendingSection,
     /// The status page's history.
     pub status: StatusSection,
+    /// Which routes are open without a token (the tokens themselves never live here).
+    pub auth: AuthSection,
 }
 
 /// `[train]`: the optimiser (with a constant learning rate) and the classifier.
@@ -191,6 +193,35 @@ pub struct HttpSection {
     pub stream_wait_ms: u64,
     /// `Retry-After` of a 429 answer.
     pub retry_after_seconds: u64,
+    /// Requests handled at once across the whole server (probes and `/metrics` excepted);
+    /// beyond it a request is answered 503 at once.
+    pub max_concurrent_requests: usize,
+    /// Open connections; beyond it new connections wait in the kernel's accept backlog.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (idle keep-alive, a client that
+    /// never finishes its headers or goes silent mid-body).
+    pub idle_timeout_ms: u64,
+}
+
+/// `[auth]`: which routes need no token. `/learn` and `/admin/*` always follow the learn
+/// token, `/classify` and `/v1/model` the read token; tokens come from the environment or files
+/// (see `service::auth`), never from the configuration, so `--print-config` cannot show them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// `/metrics` answers without a token (Prometheus scrapers usually carry none).
+    pub metrics_open: bool,
+    /// `/healthz` and `/readyz` answer without a token (orchestrator probes carry none).
+    pub health_open: bool,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            metrics_open: true,
+            health_open: true,
+        }
+    }
 }
 
 /// `[pending]`: features kept by `/classify` for a delayed label.
@@ -217,6 +248,7 @@ impl Default for Config {
             http: HttpSection::default(),
             pending: PendingSection::default(),
             status: StatusSection::default(),
+            auth: AuthSection::default(),
         }
     }
 }
@@ -279,6 +311,9 @@ impl Default for HttpSection {
             request_timeout_ms: 30_000,
             stream_wait_ms: 10_000,
             retry_after_seconds: 1,
+            max_concurrent_requests: 256,
+            max_connections: 1024,
+            idle_timeout_ms: 60_000,
         }
     }
 }
@@ -339,7 +374,10 @@ impl Config {
         }
         let mut vars: Vec<(String, String)> = env
             .into_iter()
-            .filter(|(k, _)| k.as_ref().starts_with(ENV_PREFIX))
+            .filter(|(k, _)| {
+                let k = k.as_ref();
+                k.starts_with(ENV_PREFIX) && !crate::service::auth::TOKEN_VARIABLES.contains(&k)
+            })
             .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
             .collect();
         vars.sort();
@@ -427,6 +465,15 @@ impl Config {
             .is_some_and(|p| p.to_str().is_none())
         {
             return invalid("model_file", "must be a UTF-8 path");
+        }
+        if h.max_concurrent_requests == 0 {
+            return invalid("http.max_concurrent_requests", "must be > 0");
+        }
+        if h.max_connections == 0 {
+            return invalid("http.max_connections", "must be > 0");
+        }
+        if h.idle_timeout_ms == 0 {
+            return invalid("http.idle_timeout_ms", "must be > 0");
         }
         let p = &self.pending;
         if p.capacity == 0 {

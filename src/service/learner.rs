@@ -276,6 +276,17 @@ impl Learner {
     /// Test-then-train one sample; sleeps and publishes when due.
     fn learn(&mut self, s: &QueuedSample) {
         let outcome = self.trainer.learn_unchecked(&s.features, s.label, true);
+        if outcome.refused {
+            // The model is unchanged; the sample counts as handled (`learned_seq` moves on, so
+            // nobody waits for it) but not as learned.
+            self.metrics.learner_nonfinite.inc();
+            tracing::warn!(
+                seq = s.seq,
+                "update refused: it would have made the model non-finite; sample not learned"
+            );
+            self.chunk.last_seq = Some(s.seq);
+            return;
+        }
         let hit = outcome.predicted == Some(s.label);
         self.window.push(hit);
         self.chunk.learned += 1;
@@ -308,7 +319,7 @@ impl Learner {
     /// the status move sees the metrics moved too).
     fn flush(&mut self) {
         let c = std::mem::take(&mut self.chunk);
-        if c.learned == 0 {
+        if c.learned == 0 && c.last_seq.is_none() {
             return;
         }
         let m = &self.metrics;
@@ -333,6 +344,13 @@ impl Learner {
         self.set_phase(Phase::Sleep);
         let started = Instant::now();
         let report = self.trainer.sleep();
+        if report.refused > 0 {
+            self.metrics.learner_nonfinite.inc_by(report.refused as u64);
+            tracing::warn!(
+                refused = report.refused,
+                "sleep updates refused: they would have made the model non-finite"
+            );
+        }
         let now = Instant::now();
         self.set_phase(Phase::Wake);
         self.last_sleep = now;

@@ -30,10 +30,12 @@ pub enum RejectReason {
     ShuttingDown,
     /// The learner thread is not running.
     Unavailable,
+    /// A finite feature beyond `sample::MAX_ABS_FEATURE`.
+    OutOfRange,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 9] = [
+    const ALL: [RejectReason; 10] = [
         Self::Features,
         Self::NonFinite,
         Self::Label,
@@ -43,6 +45,7 @@ impl RejectReason {
         Self::QueueFull,
         Self::ShuttingDown,
         Self::Unavailable,
+        Self::OutOfRange,
     ];
 
     /// The label value.
@@ -57,6 +60,7 @@ impl RejectReason {
             Self::QueueFull => "queue_full",
             Self::ShuttingDown => "shutting_down",
             Self::Unavailable => "learner_unavailable",
+            Self::OutOfRange => "out_of_range",
         }
     }
 }
@@ -129,6 +133,14 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// `ffd_http_request_duration_seconds{route}`.
     pub http_duration: HistogramVec,
+    /// `ffd_http_shed_total`: requests answered 503 at once because
+    /// `http.max_concurrent_requests` were in progress.
+    pub http_shed: IntCounter,
+    /// `ffd_http_connections`: open client connections (at most `http.max_connections`).
+    pub http_connections: IntGauge,
+    /// `ffd_learner_nonfinite_total`: updates refused because they would have made a weight,
+    /// an optimiser state or the softmax head non-finite.
+    pub learner_nonfinite: IntCounter,
 }
 
 impl Metrics {
@@ -252,6 +264,18 @@ impl Metrics {
             )?,
             http_requests,
             http_duration,
+            http_shed: counter(
+                "ffd_http_shed_total",
+                "Requests answered 503 at once because the server was at http.max_concurrent_requests.",
+            )?,
+            http_connections: gauge(
+                "ffd_http_connections",
+                "Open client connections.",
+            )?,
+            learner_nonfinite: counter(
+                "ffd_learner_nonfinite_total",
+                "Sample updates refused because they would have made the model non-finite.",
+            )?,
             registry,
         };
         // Every series of a labelled metric exists from the start, at 0.
@@ -336,6 +360,9 @@ mod tests {
             "ffd_model_version",
             "ffd_rejected_samples_total",
             "ffd_build_info",
+            "ffd_http_shed_total",
+            "ffd_http_connections",
+            "ffd_learner_nonfinite_total",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }

@@ -13,7 +13,7 @@
 //! Parts: `config` (layers and validation), `sample` (`ValidatedBatch`), `queue`
 //! (`LearnQueue`), `learner` (the thread), `snapshot` (`Snapshots`), `pending` (delayed
 //! labels), `metrics`, `shutdown`, `http` (router, handlers, `ApiError`), `history` (what the
-//! status page plots).
+//! status page plots), `auth` (access tokens from the environment, kept as digests).
 //!
 //! Shutdown, in order: the trigger fires → handlers refuse new samples (503) and NDJSON streams
 //! stop → the server stops accepting and finishes in-flight requests → the queue closes and the
@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod history;
 pub mod http;
@@ -44,6 +45,7 @@ use tokio::net::TcpListener;
 use crate::ff::{FfError, Model, Trainer};
 use crate::store::model_file::{load_model, StoreError};
 
+pub use auth::{AccessTokens, TokenError};
 pub use config::{Config, ConfigError, LogFormat};
 pub use learner::LearnerStatus;
 pub use shutdown::shutdown_signal;
@@ -97,10 +99,33 @@ pub struct Service {
 }
 
 impl Service {
+    /// [`Service::with_access`] with no tokens: `/learn`, `/classify` and `/v1/model` are
+    /// open, `/admin/*` is refused.
+    pub fn new(config: Config) -> Result<Self, ServiceError> {
+        Self::with_access(config, AccessTokens::default())
+    }
+
     /// Validates `config`, loads or creates the model (a model file's network replaces
-    /// `config.network`) and starts the learner thread.
-    pub fn new(mut config: Config) -> Result<Self, ServiceError> {
+    /// `config.network`) and starts the learner thread; requests are checked against `access`.
+    /// Fails if `[auth]` closes a route while no token is set (nothing could open it).
+    pub fn with_access(mut config: Config, access: AccessTokens) -> Result<Self, ServiceError> {
         config.validate()?;
+        for (key, open) in [
+            ("auth.metrics_open", config.auth.metrics_open),
+            ("auth.health_open", config.auth.health_open),
+        ] {
+            if !open && !access.any() {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    reason: format!(
+                        "is false but no token is set ({} or {})",
+                        auth::READ_TOKEN_VAR,
+                        auth::LEARN_TOKEN_VAR
+                    ),
+                }
+                .into());
+            }
+        }
         let model = match &config.model_file {
             Some(path) => {
                 let loaded = load_model(path)?;
@@ -183,6 +208,7 @@ impl Service {
             status,
             shutdown: notice,
             history,
+            access,
         });
         Ok(Self {
             state,
@@ -226,11 +252,37 @@ impl Service {
             history_sources,
             state.shutdown.clone(),
         ));
+        // Polled once before the address is announced, so a signal handler inside `shutdown`
+        // is installed before any client (or supervisor) can know the service is up; a signal
+        // sent right after the `listening` line then shuts down in order instead of killing.
+        let mut shutdown = std::pin::pin!(shutdown);
+        let signalled_early = futures_util::poll!(shutdown.as_mut()).is_ready();
+        let shutdown = async move {
+            if !signalled_early {
+                shutdown.await;
+            }
+        };
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "listening");
+            if !addr.ip().is_loopback() && state.access.learn.is_none() {
+                tracing::warn!(
+                    %addr,
+                    "NO LEARN TOKEN IS SET and the service listens beyond this host: anyone who \
+                     can reach {addr} can teach the model. Set {} or {}.",
+                    auth::LEARN_TOKEN_VAR,
+                    auth::LEARN_TOKEN_FILE_VAR
+                );
+            }
         }
         let drain = Duration::from_millis(state.config.learner.drain_timeout_ms);
         let mut notice = state.shutdown.clone();
+        let http_config = &state.config.http;
+        let listener = http::listener::BoundedListener::new(
+            listener,
+            http_config.max_connections,
+            Duration::from_millis(http_config.idle_timeout_ms),
+            state.metrics.http_connections.clone(),
+        );
         let server = axum::serve(listener, http::router(Arc::clone(&state)))
             .with_graceful_shutdown(async move { notice.triggered().await })
             .into_future();

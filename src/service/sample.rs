@@ -57,7 +57,12 @@ pub struct SampleError {
     pub detail: String,
 }
 
-/// Checks one feature vector (length and finiteness); the error has index 0.
+/// Largest feature magnitude accepted. The engine RMS-normalises every input, and the sum of
+/// squares of larger values can overflow `f32` (`1e20² = inf`), which would silently turn the
+/// sample into an all-zero input; below it, `n · 1e15²` stays finite for any `n < 3·10⁸`.
+pub const MAX_ABS_FEATURE: f32 = 1e15;
+
+/// Checks one feature vector (length, finiteness, magnitude); the error has index 0.
 pub fn check_features(features: &[f32], inputs: usize) -> Result<(), SampleError> {
     if features.len() != inputs {
         return Err(SampleError {
@@ -73,6 +78,17 @@ pub fn check_features(features: &[f32], inputs: usize) -> Result<(), SampleError
             field: "features",
             reason: RejectReason::NonFinite,
             detail: format!("value {i} is not a finite 32-bit number"),
+        });
+    }
+    if let Some(i) = features.iter().position(|v| v.abs() > MAX_ABS_FEATURE) {
+        return Err(SampleError {
+            index: 0,
+            field: "features",
+            reason: RejectReason::OutOfRange,
+            detail: format!(
+                "value {i} is {:e}; features must lie within ±{MAX_ABS_FEATURE:e}",
+                features[i]
+            ),
         });
     }
     Ok(())

@@ -35,9 +35,29 @@ pub fn small_config() -> ffd::service::Config {
     c
 }
 
-/// Starts a service with `config` on a free loopback port.
+/// The learn token of servers started by [`start_server`]; their `client` sends it.
+pub const LEARN_TOKEN: &str = "test-learn-token";
+
+/// The learn token as [`ffd::service::AccessTokens`].
+pub fn learn_token_only() -> ffd::service::AccessTokens {
+    ffd::service::AccessTokens::from_env([("FFD_LEARN_TOKEN", LEARN_TOKEN)]).expect("a valid token")
+}
+
+/// Starts a service with `config` on a free loopback port, with the learn token
+/// [`LEARN_TOKEN`] (so `/admin/*` works); the returned `client` sends it on every request.
 pub async fn start_server(config: ffd::service::Config) -> TestServer {
-    let service = ffd::service::Service::new(config).expect("the test config is valid");
+    start_server_with(config, learn_token_only(), Some(LEARN_TOKEN)).await
+}
+
+/// Starts a service with `config` and `access` on a free loopback port; the returned `client`
+/// sends `client_token` (if any) as a bearer token on every request.
+pub async fn start_server_with(
+    config: ffd::service::Config,
+    access: ffd::service::AccessTokens,
+    client_token: Option<&str>,
+) -> TestServer {
+    let service =
+        ffd::service::Service::with_access(config, access).expect("the test config is valid");
     let status = service.status();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -47,9 +67,19 @@ pub async fn start_server(config: ffd::service::Config) -> TestServer {
     let handle = tokio::spawn(service.serve(listener, async move {
         let _ = fired.await;
     }));
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = client_token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("a valid header"),
+        );
+    }
     TestServer {
         url,
-        client: reqwest::Client::new(),
+        client: reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("a client"),
         status,
         trigger: Some(trigger),
         handle: Some(handle),

@@ -1,7 +1,8 @@
 //! Operator routes: they send control messages to the learner and never touch the model.
 //! `POST /admin/sleep` starts a sleep phase now; `/admin/pause` and `/admin/resume` stop and
 //! restart learning (the queue keeps accepting until full, then `/learn` answers 429).
-//! No authentication: do not expose these routes beyond the operator's network.
+//! They always need the learn token (`http::auth`, `Guard::Admin`): without one set, they are
+//! refused.
 
 use std::sync::Arc;
 

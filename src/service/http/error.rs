@@ -97,6 +97,22 @@ pub enum ApiError {
         /// Sequence number of the last of them.
         last_seq: Option<u64>,
     },
+    /// No credentials, or not a bearer token (401, with `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Credentials that do not grant this route, or a route refused by configuration (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The server is handling as many requests as it may (503, with `Retry-After`).
+    #[error(
+        "the server is busy ({limit} requests in progress); retry after {retry_after_seconds} s"
+    )]
+    Overloaded {
+        /// `http.max_concurrent_requests`.
+        limit: usize,
+        /// The `Retry-After` header.
+        retry_after_seconds: u64,
+    },
 }
 
 /// Every v1 error body, as the OpenAPI document describes it (what [`ApiError`] sends).
@@ -155,6 +171,9 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Stream { error, .. } => error.status(),
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -172,6 +191,7 @@ impl ApiError {
                 RejectReason::Label => "invalid_label",
                 RejectReason::UnknownId => "unknown_id",
                 RejectReason::InvalidId => "invalid_id",
+                RejectReason::OutOfRange => "feature_out_of_range",
                 _ => "invalid_sample",
             },
             Self::Timeout(_) => "request_timeout",
@@ -183,6 +203,9 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Internal(_) => "internal",
             Self::Stream { error, .. } => error.code(),
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::Overloaded { .. } => "overloaded",
         }
     }
 
@@ -198,6 +221,10 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             Self::QueueFull {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            Self::Overloaded {
                 retry_after_seconds,
                 ..
             } => Some(*retry_after_seconds),
@@ -223,6 +250,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Self::Unauthorized(_) = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ffd\""),
+            );
         }
         if let Self::Internal(detail) = self {
             response.extensions_mut().insert(InternalDetail(detail));

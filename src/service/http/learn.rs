@@ -132,7 +132,8 @@ async fn learn_json(
 
 /// NDJSON: each line is validated and queued as it arrives. When the queue is full the stream
 /// waits for room (up to `http.stream_wait_ms`, then 429), which slows reading and so pushes
-/// back on the client through TCP; shutdown stops it with 503.
+/// back on the client through TCP; shutdown stops it with 503; a line that takes longer than
+/// `http.request_timeout_ms` to arrive stops it with 408.
 async fn learn_stream(
     state: &AppState,
     body: Body,
@@ -140,13 +141,18 @@ async fn learn_stream(
     let mut lines = Lines::new(body, state.config.http.max_line_bytes);
     let mut shutdown = state.shutdown.clone();
     let wait = Duration::from_millis(state.config.http.stream_wait_ms);
+    let line_timeout = state.request_timeout();
     let mut accepted = 0;
     let mut last_seq = None;
     loop {
         let next = tokio::select! {
             biased;
             () = shutdown.triggered() => Err(ApiError::ShuttingDown),
-            line = lines.next_line() => line,
+            // A line must arrive whole within the request time limit: a client that trickles
+            // bytes cannot hold the stream (and its request slot) open indefinitely.
+            line = tokio::time::timeout(line_timeout, lines.next_line()) => line.unwrap_or_else(
+                |_| Err(ApiError::Timeout(line_timeout.as_millis() as u64)),
+            ),
         };
         let (n, line) = match next {
             Ok(Some(line)) => line,

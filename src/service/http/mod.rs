@@ -7,12 +7,15 @@
 //! `GET /openapi.json` cannot disagree (a test compares them on a live server).
 
 pub mod admin;
+pub mod auth;
 pub mod classify;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod learn;
+pub mod listener;
 pub mod openapi;
+pub mod request_limit;
 pub mod status;
 pub mod v2;
 
@@ -28,6 +31,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::ff::Classifier;
+use crate::service::auth::AccessTokens;
 use crate::service::config::Config;
 use crate::service::history::History;
 use crate::service::learner::LearnerStatus;
@@ -66,6 +70,8 @@ pub struct AppState {
     pub classifier: Classifier,
     /// What the status page plots.
     pub history: Arc<History>,
+    /// The tokens requests are checked against.
+    pub access: AccessTokens,
 }
 
 impl AppState {
@@ -75,29 +81,65 @@ impl AppState {
     }
 }
 
-/// Every route and its OpenAPI operation. Register routes here and only through `routes!`: a
-/// route added with `.route(...)` would be served but missing from `/openapi.json`, and the
-/// route-coverage test fails.
+/// Every route and its OpenAPI operation, in groups by what a request needs to pass: the token
+/// its [`auth::Guard`] requires and, for the routes that do work, the global request limit.
+/// Register routes here and only through `routes!`: a route added with `.route(...)` would be
+/// served but missing from `/openapi.json`, and the route-coverage test fails.
+struct RouteGroups {
+    /// `/learn`: the learn token.
+    learn: OpenApiRouter<Arc<AppState>>,
+    /// `/admin/*`: the learn token, always.
+    admin: OpenApiRouter<Arc<AppState>>,
+    /// Classification and model metadata (v1 and v2): the read token, when one is set.
+    read: OpenApiRouter<Arc<AppState>>,
+    /// What a monitoring system or a person watching reads: `/metrics`, the status page and its
+    /// data. Open unless `auth.metrics_open = false`.
+    observe: OpenApiRouter<Arc<AppState>>,
+    /// Liveness and readiness probes (v1 and v2). Open unless `auth.health_open = false`.
+    health: OpenApiRouter<Arc<AppState>>,
+    /// The API's own description: always open, it holds nothing about the model.
+    open: OpenApiRouter<Arc<AppState>>,
+}
+
+impl RouteGroups {
+    fn new() -> Self {
+        Self {
+            learn: OpenApiRouter::new().routes(routes!(learn::learn)),
+            admin: OpenApiRouter::new()
+                .routes(routes!(admin::sleep))
+                .routes(routes!(admin::pause))
+                .routes(routes!(admin::resume)),
+            read: OpenApiRouter::new()
+                .routes(routes!(classify::classify))
+                .routes(routes!(health::model))
+                .routes(routes!(v2::server_metadata))
+                .routes(routes!(v2::model_metadata))
+                .routes(routes!(v2::model_ready))
+                .routes(routes!(v2::model_infer)),
+            observe: OpenApiRouter::new()
+                .routes(routes!(health::metrics))
+                .routes(routes!(status::status_page))
+                .routes(routes!(status::status_json)),
+            health: OpenApiRouter::new()
+                .routes(routes!(health::healthz))
+                .routes(routes!(health::readyz))
+                .routes(routes!(v2::server_live))
+                .routes(routes!(v2::server_ready)),
+            open: OpenApiRouter::new().routes(routes!(openapi::openapi_json)),
+        }
+    }
+}
+
+/// Every route, without its middleware: the source of the OpenAPI document.
 pub fn api() -> OpenApiRouter<Arc<AppState>> {
+    let g = RouteGroups::new();
     OpenApiRouter::with_openapi(openapi::document_base())
-        .routes(routes!(learn::learn))
-        .routes(routes!(classify::classify))
-        .routes(routes!(health::metrics))
-        .routes(routes!(health::healthz))
-        .routes(routes!(health::readyz))
-        .routes(routes!(health::model))
-        .routes(routes!(admin::sleep))
-        .routes(routes!(admin::pause))
-        .routes(routes!(admin::resume))
-        .routes(routes!(openapi::openapi_json))
-        .routes(routes!(v2::server_live))
-        .routes(routes!(v2::server_ready))
-        .routes(routes!(v2::server_metadata))
-        .routes(routes!(v2::model_metadata))
-        .routes(routes!(v2::model_ready))
-        .routes(routes!(v2::model_infer))
-        .routes(routes!(status::status_page))
-        .routes(routes!(status::status_json))
+        .merge(g.learn)
+        .merge(g.admin)
+        .merge(g.read)
+        .merge(g.observe)
+        .merge(g.health)
+        .merge(g.open)
 }
 
 /// The OpenAPI document of every route [`router`] serves.
@@ -106,10 +148,34 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The service's routes. Layers, outermost first: tracing (a span per request), then metrics
-/// and error logging per matched route, then the OpenAPI document for `/openapi.json`, then
-/// the handler.
+/// and error logging per matched route, then the OpenAPI document for `/openapi.json`, then per
+/// route group the token check ([`auth`]) and, except for probes, `/metrics` and the status
+/// page, the global request limit ([`request_limit`]), then the handler. The token check runs
+/// before the limit, so unauthenticated clients cannot use up the slots.
 pub fn router(state: Arc<AppState>) -> Router {
-    let (routes, document) = api().split_for_parts();
+    use self::auth::Guard;
+    let limit = request_limit::RequestLimit::new(state.config.http.max_concurrent_requests);
+    let guarded = |routes: OpenApiRouter<Arc<AppState>>, guard: Guard| {
+        routes.route_layer(middleware::from_fn_with_state(
+            (Arc::clone(&state), guard),
+            auth::require,
+        ))
+    };
+    let g = RouteGroups::new();
+    let limited = OpenApiRouter::new()
+        .merge(guarded(g.learn, Guard::Learn))
+        .merge(guarded(g.admin, Guard::Admin))
+        .merge(guarded(g.read, Guard::Read))
+        .route_layer(middleware::from_fn_with_state(
+            (Arc::clone(&state), limit),
+            request_limit::shed,
+        ));
+    let (routes, document) = OpenApiRouter::with_openapi(openapi::document_base())
+        .merge(limited)
+        .merge(guarded(g.observe, Guard::Metrics))
+        .merge(guarded(g.health, Guard::Health))
+        .merge(g.open)
+        .split_for_parts();
     routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
