@@ -115,8 +115,33 @@ async fn read_routes_take_the_read_or_the_learn_token() {
             .0,
         401
     );
-    // Probes and metrics are open by default.
-    for path in ["/healthz", "/readyz", "/metrics"] {
+    // The Open Inference Protocol routes share the read guard and answer its refusals in the
+    // protocol's own error shape, `{"error": "..."}`, so its clients can read them.
+    let infer = json!({"inputs": [{"name": "features", "shape": [1, 784], "datatype": "FP32",
+        "data": vec![0.0; 784]}]});
+    for (token, status) in [(None, 401), (Some("wrong"), 403)] {
+        let r = send(&s.url, "/v2/models/ffd/infer", token, Some(&infer)).await;
+        assert_eq!(r.status(), status);
+        let challenge = r.headers().contains_key("www-authenticate");
+        let body: serde_json::Value = r.json().await.expect("a JSON error");
+        assert!(body["error"].is_string(), "not the v2 error shape: {body}");
+        assert_eq!(challenge, status == 401, "WWW-Authenticate on {status}");
+        let r = send(&s.url, "/v2/models/ffd", token, None).await;
+        assert_eq!(r.status(), status);
+    }
+    let r = send(&s.url, "/v2/models/ffd/infer", Some(READ), Some(&infer)).await;
+    assert_eq!(r.status(), 200);
+    // Probes, metrics, the status page and the API description are open by default.
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/",
+        "/v1/status",
+        "/openapi.json",
+    ] {
         assert_eq!(send(&s.url, path, None, None).await.status(), 200, "{path}");
     }
     // An unknown route is still 404, not 401.

@@ -241,3 +241,40 @@ fn every_operation_documents_its_responses_and_errors() {
         );
     }
 }
+
+#[test]
+fn every_operation_documents_the_token_it_needs() {
+    let document =
+        serde_json::to_value(ffd::service::http::openapi()).expect("the document serialises");
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"], "bearer",
+        "no bearer scheme: {}",
+        document["components"]["securitySchemes"]
+    );
+    for (path, operations) in documented(&document) {
+        for (method, operation) in operations {
+            let needs_token = operation["security"]
+                .as_array()
+                .is_some_and(|alternatives| alternatives.iter().all(|a| a.get("bearer").is_some()));
+            let mentions_token = operation["security"]
+                .as_array()
+                .is_some_and(|alternatives| alternatives.iter().any(|a| a.get("bearer").is_some()));
+            if path == "/openapi.json" {
+                assert!(!mentions_token, "{method} {path} is open");
+                continue;
+            }
+            assert!(mentions_token, "{method} {path}: no security requirement");
+            assert_eq!(
+                needs_token,
+                path == "/learn" || path.starts_with("/admin"),
+                "{method} {path}: only /learn and /admin/* always need a token"
+            );
+            for status in ["401", "403"] {
+                assert!(
+                    operation["responses"].get(status).is_some(),
+                    "{method} {path}: {status} not documented"
+                );
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use crate::service::auth::{Token, LEARN_TOKEN_FILE_VAR, LEARN_TOKEN_VAR};
 use crate::service::http::error::ApiError;
@@ -40,7 +40,7 @@ pub async fn require(
 ) -> Response {
     match check(&state, guard, req.headers()) {
         Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+        Err(e) => super::v2::refusal(req.uri().path(), e),
     }
 }
 

@@ -103,31 +103,63 @@ struct RouteGroups {
 
 impl RouteGroups {
     fn new() -> Self {
+        use self::auth::Guard;
         Self {
-            learn: OpenApiRouter::new().routes(routes!(learn::learn)),
-            admin: OpenApiRouter::new()
-                .routes(routes!(admin::sleep))
-                .routes(routes!(admin::pause))
-                .routes(routes!(admin::resume)),
-            read: OpenApiRouter::new()
-                .routes(routes!(classify::classify))
-                .routes(routes!(health::model))
-                .routes(routes!(v2::server_metadata))
-                .routes(routes!(v2::model_metadata))
-                .routes(routes!(v2::model_ready))
-                .routes(routes!(v2::model_infer)),
-            observe: OpenApiRouter::new()
-                .routes(routes!(health::metrics))
-                .routes(routes!(status::status_page))
-                .routes(routes!(status::status_json)),
-            health: OpenApiRouter::new()
-                .routes(routes!(health::healthz))
-                .routes(routes!(health::readyz))
-                .routes(routes!(v2::server_live))
-                .routes(routes!(v2::server_ready)),
+            learn: documented(
+                OpenApiRouter::new().routes(routes!(learn::learn)),
+                Guard::Learn,
+                true,
+            ),
+            admin: documented(
+                OpenApiRouter::new()
+                    .routes(routes!(admin::sleep))
+                    .routes(routes!(admin::pause))
+                    .routes(routes!(admin::resume)),
+                Guard::Admin,
+                true,
+            ),
+            read: documented(
+                OpenApiRouter::new()
+                    .routes(routes!(classify::classify))
+                    .routes(routes!(health::model))
+                    .routes(routes!(v2::server_metadata))
+                    .routes(routes!(v2::model_metadata))
+                    .routes(routes!(v2::model_ready))
+                    .routes(routes!(v2::model_infer)),
+                Guard::Read,
+                true,
+            ),
+            observe: documented(
+                OpenApiRouter::new()
+                    .routes(routes!(health::metrics))
+                    .routes(routes!(status::status_page))
+                    .routes(routes!(status::status_json)),
+                Guard::Metrics,
+                false,
+            ),
+            health: documented(
+                OpenApiRouter::new()
+                    .routes(routes!(health::healthz))
+                    .routes(routes!(health::readyz))
+                    .routes(routes!(v2::server_live))
+                    .routes(routes!(v2::server_ready)),
+                Guard::Health,
+                false,
+            ),
             open: OpenApiRouter::new().routes(routes!(openapi::openapi_json)),
         }
     }
+}
+
+/// `routes` with what `guard` (and, if `limited`, the request limit) add to their answers in
+/// the OpenAPI document.
+fn documented(
+    mut routes: OpenApiRouter<Arc<AppState>>,
+    guard: auth::Guard,
+    limited: bool,
+) -> OpenApiRouter<Arc<AppState>> {
+    openapi::document_access(routes.get_openapi_mut(), guard, limited);
+    routes
 }
 
 /// Every route, without its middleware: the source of the OpenAPI document.

@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use axum::Extension;
 use utoipa::OpenApi;
 
+use crate::service::http::auth::Guard;
 use crate::service::http::extract::JSON;
 
 /// Tag of the learning and classification routes.
@@ -37,7 +38,7 @@ pub const TAG_STATUS: &str = "status";
     tags(
         (name = TAG_V1, description = "Learn from labelled samples; classify with the current snapshot."),
         (name = TAG_HEALTH, description = "Probes, model information and Prometheus metrics."),
-        (name = TAG_ADMIN, description = "Control messages to the learner; no authentication."),
+        (name = TAG_ADMIN, description = "Control messages to the learner; they need the learn token."),
         (name = TAG_V2, description = "Open Inference Protocol (KServe v2) REST endpoints."),
         (name = TAG_STATUS, description = "The live status page and its data."),
     )
@@ -78,4 +79,87 @@ impl OpenApiJson {
 )]
 pub async fn openapi_json(Extension(document): Extension<OpenApiJson>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, JSON)], document.0.to_string())
+}
+
+/// Name of the bearer-token security scheme in the document.
+const BEARER: &str = "bearer";
+
+/// Documents what a route group's middleware adds to each of its operations: the token its
+/// [`Guard`] asks for (as a security requirement, with the 401 and 403 answers) and, for
+/// `limited` groups, the 503 of the global request limit. The handlers' own annotations cannot
+/// say this, because which guard wraps a handler is decided where the router is built.
+pub fn document_access(document: &mut utoipa::openapi::OpenApi, guard: Guard, limited: bool) {
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+
+    let components = document.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        BEARER,
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+    );
+    // Learn and admin always document the token (a deployment without one is the exception the
+    // service warns about); the others need one only when the operator closes them, so the
+    // empty requirement says "or none".
+    let security = match guard {
+        Guard::Learn | Guard::Admin => vec![SecurityRequirement::new(BEARER, Vec::<String>::new())],
+        Guard::Read | Guard::Metrics | Guard::Health => vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new(BEARER, Vec::<String>::new()),
+        ],
+    };
+    for (path, item) in document.paths.paths.iter_mut() {
+        let schema = if is_v2(path) {
+            "V2ErrorBody"
+        } else {
+            "ErrorBody"
+        };
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation.security = Some(security.clone());
+            let responses = &mut operation.responses.responses;
+            let mut add = |status: &str, description: &str| {
+                responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| error_response(schema, description).into());
+            };
+            add(
+                "401",
+                "No `Authorization: Bearer <token>` header, and this route needs one.",
+            );
+            add(
+                "403",
+                "The token does not grant this route (or, for `/admin/*`, no learn token is set).",
+            );
+            if limited {
+                add(
+                    "503",
+                    "Too many requests in progress; retry after `Retry-After` seconds.",
+                );
+            }
+        }
+    }
+}
+
+/// A JSON error answer with the schema named `schema`.
+fn error_response(schema: &str, description: &str) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(schema)))
+                .build(),
+        )
+        .build()
+}
+
+/// Whether `path` is an Open Inference Protocol route, whose errors are `{"error": "..."}`.
+pub fn is_v2(path: &str) -> bool {
+    path == "/v2" || path.starts_with("/v2/")
 }

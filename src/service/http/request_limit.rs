@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tokio::sync::Semaphore;
 
 use crate::service::http::error::ApiError;
@@ -44,11 +44,11 @@ pub async fn shed(
 ) -> Response {
     let Ok(_slot) = Arc::clone(&limit.slots).try_acquire_owned() else {
         state.metrics.http_shed.inc();
-        return ApiError::Overloaded {
+        let e = ApiError::Overloaded {
             limit: limit.limit,
             retry_after_seconds: state.config.http.retry_after_seconds,
-        }
-        .into_response();
+        };
+        return super::v2::refusal(req.uri().path(), e);
     };
     next.run(req).await
 }
