@@ -866,6 +866,20 @@ fn classify_rows(
     })
 }
 
+/// Answers a request the middleware refuses (401, 403, 503) in the error shape of the route it
+/// was for: `{"error": "..."}` under `/v2`, so Open Inference Protocol clients can read every
+/// error they get, and ours elsewhere. Status and headers (`WWW-Authenticate`, `Retry-After`)
+/// are the same either way.
+pub fn refusal(path: &str, e: ApiError) -> Response {
+    if !super::openapi::is_v2(path) {
+        return e.into_response();
+    }
+    let message = e.to_string();
+    let (parts, _) = e.into_response().into_parts();
+    let body = serde_json::to_vec(&V2ErrorBody { error: message }).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -893,18 +907,4 @@ mod tests {
         assert!(rows(json!([1, "2", 3]), 1).is_err());
         assert!(rows(json!([]), -1).is_err());
     }
-}
-
-/// Answers a request the middleware refuses (401, 403, 503) in the error shape of the route it
-/// was for: `{"error": "..."}` under `/v2`, so Open Inference Protocol clients can read every
-/// error they get, and ours elsewhere. Status and headers (`WWW-Authenticate`, `Retry-After`)
-/// are the same either way.
-pub fn refusal(path: &str, e: ApiError) -> Response {
-    if !super::openapi::is_v2(path) {
-        return e.into_response();
-    }
-    let message = e.to_string();
-    let (parts, _) = e.into_response().into_parts();
-    let body = serde_json::to_vec(&V2ErrorBody { error: message }).unwrap_or_default();
-    Response::from_parts(parts, axum::body::Body::from(body))
 }
