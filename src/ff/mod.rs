@@ -21,7 +21,7 @@
 //! Layout: `kernel` (dot products, row updates), `goodness` (`G`, `p`, loss), `layer` (one FF
 //! layer and its local update), `optimiser` (momentum, decay, peer normalisation, lr schedule),
 //! `network` (`Model`, label embedding, `Workspace`), `classify` (goodness and softmax
-//! classification), `negatives`, `replay`, `schedule`, `trainer`.
+//! classification), `negatives`, `replay`, `schedule`, `trainer`, `state` (a trainer's resumable state).
 
 pub mod classify;
 pub mod error;
@@ -33,6 +33,7 @@ pub mod network;
 pub mod optimiser;
 pub mod replay;
 pub mod schedule;
+pub mod state;
 pub mod trainer;
 
 pub use classify::{Classifier, Scores, SoftmaxHead};
@@ -44,4 +45,5 @@ pub use network::{LabelPlacement, Model, NetworkConfig, Workspace};
 pub use optimiser::{LrSchedule, OptimiserConfig};
 pub use replay::ReplayBuffer;
 pub use schedule::{ScheduleConfig, ScheduleMode, SleepScheduler};
+pub use state::{RngPosition, TrainerState};
 pub use trainer::{LayerStats, LearnOutcome, SleepReport, TrainConfig, TrainStats, Trainer};
