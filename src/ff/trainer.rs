@@ -809,6 +809,7 @@ impl Rows for Updating<'_> {
 mod tests {
     use super::*;
     use crate::ff::network::NetworkConfig;
+    use rand::rngs::StdRng;
 
     fn toy(config: TrainConfig, seed: u64) -> Trainer {
         let net = NetworkConfig {

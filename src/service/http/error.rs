@@ -95,6 +95,12 @@ pub enum ApiError {
         /// Sequence number of the last of them.
         last_seq: Option<u64>,
     },
+    /// The write-ahead log cannot be written, so no sample can be acknowledged (500).
+    #[error("the write-ahead log cannot be written; samples are not being accepted")]
+    StorageFailed,
+    /// A route that needs durability while it is off (409).
+    #[error("durability is off (`durability.enabled = false`): there are no checkpoints")]
+    DurabilityDisabled,
 }
 
 /// The detail of a 500, handed to the logging middleware through the response extensions.
@@ -123,6 +129,8 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Stream { error, .. } => error.status(),
+            Self::StorageFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::DurabilityDisabled => StatusCode::CONFLICT,
         }
     }
 
@@ -151,6 +159,8 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Internal(_) => "internal",
             Self::Stream { error, .. } => error.code(),
+            Self::StorageFailed => "storage_failed",
+            Self::DurabilityDisabled => "durability_disabled",
         }
     }
 

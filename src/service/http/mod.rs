@@ -55,6 +55,17 @@ pub struct AppState {
     pub shape: SampleShape,
     /// How `/classify` classifies.
     pub classifier: Classifier,
+    /// The WAL and checkpoint reports; `None` when durability is off.
+    pub durability: Option<DurabilityState>,
+}
+
+/// What handlers need of the durability machinery.
+#[derive(Debug)]
+pub struct DurabilityState {
+    /// `/learn` waits on it before answering.
+    pub journal: Arc<crate::service::journal::Journal>,
+    /// `/admin/checkpoint` waits for its request here.
+    pub checkpoints: tokio::sync::watch::Receiver<crate::service::checkpointer::CheckpointReport>,
 }
 
 impl AppState {
@@ -77,6 +88,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/sleep", post(admin::sleep))
         .route("/admin/pause", post(admin::pause))
         .route("/admin/resume", post(admin::resume))
+        .route("/admin/checkpoint", post(admin::checkpoint))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(
