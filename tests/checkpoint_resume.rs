@@ -135,8 +135,8 @@ fn damaged_bytes_and_other_networks_are_refused() {
     assert!(matches!(err, CheckpointError::Damaged(_)), "{err}");
     assert!(err.to_string().contains("checksum"), "{err}");
     for len in (0..bytes.len()).step_by(997) {
-        let err = checkpoint::from_bytes(&bytes[..len], Path::new("t"), &net())
-            .expect_err("truncated");
+        let err =
+            checkpoint::from_bytes(&bytes[..len], Path::new("t"), &net()).expect_err("truncated");
         assert!(matches!(err, CheckpointError::Damaged(_)), "{len}: {err}");
     }
     let other = NetworkConfig {
