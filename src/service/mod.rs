@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! POST /learn ─► http::learn: decode ─► ValidatedBatch (all or nothing: 400/413/415/422)
-//!             ─► LearnQueue (bounded; full → 429 + Retry-After) ─► 202 {accepted, last_seq}
+//!             ─► LearnQueue (bounded; full → 429 + Retry-After) + WAL record (same lock)
+//!             ─► WAL synced (fsync mode, group commit) ─► 202 {accepted, last_seq}
 //! learner thread (sole owner of the Trainer): test-then-train each sample, sleep on schedule
 //!             ─► every N samples / T ms: publish Arc<Snapshot>
 //! POST /classify ─► current Arc<Snapshot> (no lock, no wait) ─► scores ─► 200
@@ -12,11 +13,14 @@
 //!
 //! Parts: `config` (layers and validation), `sample` (`ValidatedBatch`), `queue`
 //! (`LearnQueue`), `learner` (the thread), `snapshot` (`Snapshots`), `pending` (delayed
-//! labels), `metrics`, `shutdown`, `http` (router, handlers, `ApiError`).
+//! labels), `metrics`, `shutdown`, `http` (router, handlers, `ApiError`); durability:
+//! `journal` (WAL writer thread), `checkpointer` (checkpoint writer thread), `recovery` (load
+//! the newest good checkpoint, verify the WAL, hand the backlog to the learner).
 //!
 //! Shutdown, in order: the trigger fires → handlers refuse new samples (503) and NDJSON streams
 //! stop → the server stops accepting and finishes in-flight requests → the queue closes and the
-//! learner learns what is queued → the learner thread is joined. All of it within
+//! learner learns what is queued → a final checkpoint → the learner thread is joined → the WAL
+//! is synced and closed. All of it within
 //! `learner.drain_timeout_ms`; samples still queued at the deadline are dropped and logged.
 
 #![warn(missing_docs)]
