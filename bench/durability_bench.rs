@@ -9,10 +9,12 @@
 //! ```
 //!
 //! MNIST_DIR holds the four standard IDX files (see README.md). The server binary is
-//! `target/release/ffd` (or `$FFD_BIN`); data directories are fresh temp directories.
+//! `target/release/ffd` (or `$BENCH_FFD_BIN`); data directories are fresh temp directories.
 //!
 //! - `soak`: CYCLES (default 20) × (4 clients stream batches of 100 → `kill -9` at a random
-//!   moment → restart). After each restart: the server starts; `samples_learned ==
+//!   moment → restart). Odd cycles start streaming as soon as the restarted server is ready, so
+//!   the next kill lands while it learns the recovered backlog; after every other restart and
+//!   the last one, once the backlog is learned: the server started; `samples_learned ==
 //!   learned_seq == last_seq` (contiguous: nothing skipped, nothing learned twice); every
 //!   acknowledged `last_seq` ≤ `learned_seq`; `learned − acknowledged ≤ samples in flight at
 //!   the kills` (cumulative).
@@ -43,7 +45,7 @@ struct Server {
 }
 
 fn ffd_bin() -> String {
-    std::env::var("FFD_BIN").unwrap_or_else(|_| "target/release/ffd".into())
+    std::env::var("BENCH_FFD_BIN").unwrap_or_else(|_| "target/release/ffd".into())
 }
 
 fn spawn(dir: &Path, env: &[(&str, &str)]) -> Result<Server> {
@@ -65,12 +67,13 @@ fn spawn(dir: &Path, env: &[(&str, &str)]) -> Result<Server> {
             .map_while(std::result::Result::ok)
         {
             let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
+                eprintln!("server: {line}");
                 continue;
             };
             if log["fields"]["message"] == "listening" {
                 let _ = tx.send(log["fields"]["addr"].as_str().map(str::to_owned));
             }
-            if log["level"] == "ERROR" {
+            if log["level"] == "ERROR" || log["level"] == "WARN" {
                 eprintln!("server: {line}");
             }
         }
@@ -250,6 +253,11 @@ async fn soak(mnist: &Path, cycles: usize) -> Result<()> {
 
         server = spawn(dir.path(), &env)?;
         let ready = server.ready(&client).await?;
+        if cycle % 2 == 1 && cycle != cycles {
+            // Stream again at once: the next kill lands while the WAL backlog is being learned.
+            println!("{cycle} {ready:.3} - - - {acked_total} {in_flight_total} {} (not drained: next kill during recovery)", kill_after.as_millis());
+            continue;
+        }
         let m = server.drained(&client).await?;
         let drained = server.started.elapsed().as_secs_f64();
         let learned = m["samples_learned"].as_u64().ok_or("no samples_learned")?;

@@ -160,6 +160,8 @@ impl Service {
             )
             .map_err(recovery::RecoveryError::Wal)?;
             queue = queue.with_journal(Arc::clone(&journal), recovered.last_seq);
+            // Counted from the start, so `queue_depth` never shows 0 before the learner begins.
+            queue.set_backlog(recovered.backlog.remaining);
             trainer = recovered.trainer;
             let c = recovered.counters;
             status.restore(&c);
