@@ -310,7 +310,24 @@ async fn ingest(mnist: &Path) -> Result<()> {
             .await;
             let secs = started.elapsed().as_secs_f64();
             let rate = (acked.len() * 100) as f64 / secs;
-            println!("round {round} mode {mode}: {} samples acknowledged in {secs:.2} s = {rate:.0} samples/s", acked.len() * 100);
+            let scrape = client
+                .get(format!("{}/metrics", server.url))
+                .send()
+                .await?
+                .text()
+                .await?;
+            let metric = |name: &str| {
+                scrape
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            let syncs = metric("ffd_wal_fsync_duration_seconds_count");
+            let sync_ms = 1e3 * metric("ffd_wal_fsync_duration_seconds_sum") / syncs.max(1.0);
+            println!(
+                "round {round} mode {mode}: {} samples acknowledged in {secs:.2} s = {rate:.0} samples/s ({syncs} WAL syncs, mean {sync_ms:.2} ms)",
+                acked.len() * 100
+            );
             rates.push(rate);
             server.kill_9()?;
         }
