@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use common::{batch_json, start_server, TestServer};
+use ffd::service::config::DurabilityMode;
 use ffd::service::{Config, Service, ServiceError};
 use ffd::store::{checkpoint, wal};
 
@@ -229,4 +230,24 @@ async fn other_network_is_refused_unless_reset() {
         "both old checkpoints moved"
     );
     server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_and_none_modes_log_every_sample() {
+    for mode in [DurabilityMode::Batch, DurabilityMode::None] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = durable_config(dir.path());
+        config.durability.mode = mode;
+        let server = start_server(config).await;
+        learn(&server, 0..30).await;
+        server.wait_learned(30).await;
+        server.shutdown().await.expect("clean shutdown");
+        // Without checkpoints, only the WAL can bring the 30 samples back.
+        for (_, path) in checkpoint::list(dir.path()).expect("list") {
+            fs::remove_file(path).expect("remove");
+        }
+        let (server, model) = restart(dir.path()).await;
+        assert_eq!(model["samples_learned"], 30, "{mode:?}: {model}");
+        server.shutdown().await.expect("clean shutdown");
+    }
 }
