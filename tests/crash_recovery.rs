@@ -106,13 +106,25 @@ impl Server {
 
 /// Sends batches starting at sample `first` until `stop` (or `batches` batches); returns the
 /// acknowledged `last_seq`s.
-async fn client_loop(url: String, first: usize, batches: usize, sent: Arc<AtomicU64>) -> Vec<u64> {
+/// Samples sent and requests acknowledged so far by the clients of one cycle.
+#[derive(Default)]
+struct Progress {
+    sent: AtomicU64,
+    acknowledged: AtomicU64,
+}
+
+async fn client_loop(
+    url: String,
+    first: usize,
+    batches: usize,
+    progress: Arc<Progress>,
+) -> Vec<u64> {
     let data = common::mnist_small();
     let client = reqwest::Client::new();
     let mut acked = Vec::new();
     for b in 0..batches {
         let start = (first + b * BATCH) % (data.train.len() - BATCH);
-        sent.fetch_add(BATCH as u64, Ordering::SeqCst);
+        progress.sent.fetch_add(BATCH as u64, Ordering::SeqCst);
         let Ok(r) = client
             .post(format!("{url}/learn"))
             .json(&batch_json(&data.train, start..start + BATCH))
@@ -126,6 +138,7 @@ async fn client_loop(url: String, first: usize, batches: usize, sent: Arc<Atomic
         }
         let body: serde_json::Value = r.json().await.expect("JSON");
         acked.push(body["last_seq"].as_u64().expect("last_seq"));
+        progress.acknowledged.fetch_add(1, Ordering::SeqCst);
     }
     acked
 }
@@ -137,9 +150,19 @@ async fn kill_9_loses_no_acknowledged_sample() {
 
     // Cycle 1: N acknowledged samples from two concurrent clients, then SIGKILL.
     let server = spawn(dir.path());
-    let sent = Arc::new(AtomicU64::new(0));
-    let a = tokio::spawn(client_loop(server.url.clone(), 0, 10, Arc::clone(&sent)));
-    let b = tokio::spawn(client_loop(server.url.clone(), 1000, 10, Arc::clone(&sent)));
+    let progress = Arc::new(Progress::default());
+    let a = tokio::spawn(client_loop(
+        server.url.clone(),
+        0,
+        10,
+        Arc::clone(&progress),
+    ));
+    let b = tokio::spawn(client_loop(
+        server.url.clone(),
+        1000,
+        10,
+        Arc::clone(&progress),
+    ));
     let acked = [a.await.expect("client"), b.await.expect("client")].concat();
     let n = (acked.len() * BATCH) as u64;
     assert_eq!(n, 400, "every request acknowledged");
@@ -152,15 +175,25 @@ async fn kill_9_loses_no_acknowledged_sample() {
     assert_eq!(m["last_seq"], n, "no sequence number lost or reused");
 
     // Cycle 2: SIGKILL while both clients are sending.
-    let sent = Arc::new(AtomicU64::new(0));
-    let a = tokio::spawn(client_loop(server.url.clone(), 0, 1000, Arc::clone(&sent)));
+    let progress = Arc::new(Progress::default());
+    let a = tokio::spawn(client_loop(
+        server.url.clone(),
+        0,
+        1000,
+        Arc::clone(&progress),
+    ));
     let b = tokio::spawn(client_loop(
         server.url.clone(),
         1000,
         1000,
-        Arc::clone(&sent),
+        Arc::clone(&progress),
     ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill once the clients are well into their stream (and surely mid-request).
+    let deadline = Instant::now() + common::WAIT;
+    while progress.acknowledged.load(Ordering::SeqCst) < 10 {
+        assert!(Instant::now() < deadline, "no request acknowledged");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     server.kill_9();
     let acked = [a.await.expect("client"), b.await.expect("client")].concat();
     let acked_count = (acked.len() * BATCH) as u64;
@@ -169,7 +202,7 @@ async fn kill_9_loses_no_acknowledged_sample() {
         .copied()
         .max()
         .expect("some acknowledged before the kill");
-    let in_flight = sent.load(Ordering::SeqCst) - acked_count;
+    let in_flight = progress.sent.load(Ordering::SeqCst) - acked_count;
 
     let server = spawn(dir.path());
     let m = server.recovered(&client).await;
