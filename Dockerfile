@@ -32,6 +32,8 @@ COPY config/default.toml /etc/ffd/ffd.toml
 # Overrides `listen` from the config file: inside the container the server must accept
 # connections from outside its own loopback.
 ENV FFD_LISTEN=0.0.0.0:8080
+# Checkpoints and the write-ahead log go to the volume.
+ENV FFD_DATA_DIR=/var/lib/ffd
 WORKDIR /var/lib/ffd
 VOLUME ["/var/lib/ffd"]
 # Numeric, so that Kubernetes' runAsNonRoot can check it; 10001 is ffd.

@@ -5,7 +5,8 @@
 //!   their own goodness, the optimiser, negatives, classification, the wake/sleep schedule and
 //!   the `Trainer` that applies it. A library user can train with it directly.
 //! - [`data`]: MNIST IDX files, gzipped or raw.
-//! - [`store`]: model files (safetensors, PyTorch `state_dict` names).
+//! - [`store`]: model files and checkpoints (safetensors, PyTorch `state_dict` names), the
+//!   write-ahead log.
 //! - [`eval`]: offline error rate of a model on a dataset.
 //! - [`service`]: the HTTP service (`ffd serve`): config, learner thread, learn queue, snapshots,
 //!   metrics, handlers. Everything async lives here.

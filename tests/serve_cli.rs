@@ -89,9 +89,13 @@ fn invalid_config_fails_naming_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_and_exits_0_on_sigterm() {
+    let data = tempfile::tempdir().expect("temp dir");
     let mut child = ffd_serve(
         &["--listen", "127.0.0.1:0", "--log-format", "json"],
-        &[("FFD_NETWORK__HIDDEN", "[16]")],
+        &[
+            ("FFD_NETWORK__HIDDEN", "[16]"),
+            ("FFD_DATA_DIR", data.path().to_str().expect("UTF-8")),
+        ],
     )
     .stdout(Stdio::null())
     .stderr(Stdio::piped())

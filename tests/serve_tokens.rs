@@ -8,7 +8,8 @@ use std::time::Duration;
 
 const SECRET: &str = "s3cret-learn-token-value";
 
-/// `ffd serve ARGS` with only the given `FFD_*` variables set.
+/// `ffd serve ARGS` with only the given `FFD_*` variables set, and durability off so that no
+/// run leaves a data directory behind.
 fn ffd_serve(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ffd"));
     cmd.arg("serve").args(args);
@@ -18,6 +19,7 @@ fn ffd_serve(args: &[&str], env: &[(&str, &str)]) -> Command {
         }
     }
     cmd.env_remove("RUST_LOG");
+    cmd.env("FFD_DURABILITY__ENABLED", "false");
     cmd.envs(env.iter().copied());
     cmd
 }

@@ -32,6 +32,13 @@ pub struct ServeArgs {
     /// Log format (overrides `log_format`); levels come from RUST_LOG (default `info`).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,
+    /// Directory of checkpoints and the write-ahead log (overrides `data_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Move the saved checkpoints and WAL into `DATA_DIR/discarded-<time>/` and start afresh
+    /// (needed when the network configuration changed).
+    #[arg(long)]
+    pub reset: bool,
 }
 
 /// `--log-format` values.
@@ -84,6 +91,10 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(model) = &args.model {
         config.model_file = Some(model.clone());
     }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    config.durability.reset = args.reset;
     if let Some(format) = args.log_format {
         config.log_format = match format {
             LogFormatArg::Text => LogFormat::Text,

@@ -22,7 +22,7 @@
 //! layer and its local update), `optimiser` (momentum, decay, peer normalisation, lr schedule),
 //! `network` (`Model`, label embedding, `Workspace`), `classify` (goodness and softmax
 //! classification), `negatives`, `replay`, `schedule`, `trainer`, `guard` (refuses an update
-//! that could make a parameter non-finite).
+//! that could make a parameter non-finite), `state` (a trainer's resumable state).
 
 pub mod classify;
 pub mod error;
@@ -35,6 +35,7 @@ pub mod network;
 pub mod optimiser;
 pub mod replay;
 pub mod schedule;
+pub mod state;
 pub mod trainer;
 
 pub use classify::{Classifier, Scores, SoftmaxHead};
@@ -46,4 +47,5 @@ pub use network::{LabelPlacement, Model, NetworkConfig, Workspace};
 pub use optimiser::{LrSchedule, OptimiserConfig};
 pub use replay::ReplayBuffer;
 pub use schedule::{ScheduleConfig, ScheduleMode, SleepScheduler};
+pub use state::{RngPosition, TrainerState};
 pub use trainer::{LayerStats, LearnOutcome, SleepReport, TrainConfig, TrainStats, Trainer};

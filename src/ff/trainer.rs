@@ -3,8 +3,8 @@
 //! and the sleep phase (negative updates from the replay buffer). Every update is local to its
 //! layer; nothing crosses layers. Same seed and same data order give bit-identical weights.
 
-use rand::rngs::StdRng;
 use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::ff::classify::{argmax, Classifier};
@@ -18,6 +18,7 @@ use crate::ff::network::{forward_rows, Frozen, LabelInput, Model, Rows, Workspac
 use crate::ff::optimiser::{LayerState, OptimiserConfig};
 use crate::ff::replay::ReplayBuffer;
 use crate::ff::schedule::{ScheduleConfig, ScheduleMode, SleepScheduler};
+use crate::ff::state::{RngPosition, TrainerState};
 
 /// Training hyper-parameters beyond the network's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,7 +170,9 @@ pub struct Trainer {
     model: Model,
     config: TrainConfig,
     states: Vec<LayerState>,
-    rng: StdRng,
+    /// ChaCha12, the algorithm behind `rand`'s `StdRng` (same draws for the same seed), named
+    /// directly because its position can be read and restored (see [`TrainerState`]).
+    rng: ChaCha12Rng,
     /// Two workspaces: the pending update reads one while the next forward pass fills the other.
     ws: [Workspace; 2],
     /// Index of the workspace the latest forward pass filled.
@@ -231,7 +234,7 @@ impl Trainer {
                 ..Default::default()
             },
             states,
-            rng: StdRng::seed_from_u64(seed),
+            rng: ChaCha12Rng::seed_from_u64(seed),
             samples: 0,
             batch_grad: if config.batch_size > 1 {
                 model
@@ -255,6 +258,96 @@ impl Trainer {
     pub fn model(&mut self) -> &Model {
         self.flush();
         &self.model
+    }
+
+    /// A copy of everything this trainer would need to continue exactly where it is (applies
+    /// the pending update first, as [`Trainer::model`] does).
+    pub fn state(&mut self) -> TrainerState {
+        self.flush();
+        let mut replay_features = Vec::with_capacity(self.replay.len() * self.model.config.inputs);
+        let mut replay_labels = Vec::with_capacity(self.replay.len());
+        for (x, y) in self.replay.iter() {
+            replay_features.extend_from_slice(x);
+            replay_labels.push(y);
+        }
+        TrainerState {
+            model: self.model.clone(),
+            layers: self.states.clone(),
+            replay_features,
+            replay_labels,
+            since_sleep: self.scheduler.since_sleep(),
+            samples: self.samples,
+            rng: RngPosition {
+                seed: self.rng.get_seed(),
+                stream: self.rng.get_stream(),
+                word_pos: self.rng.get_word_pos(),
+            },
+        }
+    }
+
+    /// A trainer that continues from `state` under `config`: fed the same samples, it updates
+    /// exactly as the trainer that produced the state would have. Fails with `Shape` when an
+    /// optimiser buffer or the replay buffer does not fit the model and `config` (e.g. momentum
+    /// buffers saved without momentum), or with `Config` when `config` is invalid.
+    pub fn from_state(state: TrainerState, config: TrainConfig) -> Result<Self, FfError> {
+        let TrainerState {
+            model,
+            layers,
+            replay_features,
+            replay_labels,
+            since_sleep,
+            samples,
+            rng,
+        } = state;
+        let mut trainer = Trainer::new(model, config, 0)?;
+        check_len("optimiser layers", trainer.states.len(), layers.len())?;
+        for (fresh, saved) in trainer.states.iter().zip(&layers) {
+            check_len(
+                "momentum buffer (weights)",
+                fresh.velocity_weight.len(),
+                saved.velocity_weight.len(),
+            )?;
+            check_len(
+                "momentum buffer (biases)",
+                fresh.velocity_bias.len(),
+                saved.velocity_bias.len(),
+            )?;
+            check_len(
+                "mean activities",
+                fresh.mean_activity.len(),
+                saved.mean_activity.len(),
+            )?;
+        }
+        trainer.states = layers;
+        let dim = trainer.model.config.inputs;
+        check_len(
+            "replay features",
+            replay_labels.len() * dim,
+            replay_features.len(),
+        )?;
+        if replay_labels.len() > trainer.replay.capacity() {
+            return Err(FfError::Shape {
+                what: "replay samples (at most the buffer's capacity)",
+                expected: trainer.replay.capacity(),
+                got: replay_labels.len(),
+            });
+        }
+        let classes = trainer.model.config.classes;
+        for (x, &y) in replay_features.chunks_exact(dim.max(1)).zip(&replay_labels) {
+            trainer
+                .model
+                .check_label(y)
+                .map_err(|_| FfError::Label { label: y, classes })?;
+            trainer.replay.push(x, y);
+        }
+        for _ in 0..since_sleep {
+            trainer.scheduler.record_wake();
+        }
+        trainer.samples = samples;
+        trainer.rng = ChaCha12Rng::from_seed(rng.seed);
+        trainer.rng.set_stream(rng.stream);
+        trainer.rng.set_word_pos(rng.word_pos);
+        Ok(trainer)
     }
 
     /// Takes the model out, ending training.
@@ -734,6 +827,18 @@ impl Trainer {
     }
 }
 
+fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), FfError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(FfError::Shape {
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
 /// An update whose gradients are computed (in the workspace that holds its forward pass) but
 /// not yet applied. Batch size 1 is memory-bound: applying it inside the next sample's first
 /// forward pass touches each weight row once for both, instead of twice. The arithmetic and its
@@ -796,6 +901,7 @@ impl Rows for Updating<'_> {
 mod tests {
     use super::*;
     use crate::ff::network::NetworkConfig;
+    use rand::rngs::StdRng;
 
     fn toy(config: TrainConfig, seed: u64) -> Trainer {
         let net = NetworkConfig {

@@ -106,6 +106,11 @@ pub struct Config {
     pub status: StatusSection,
     /// Which routes are open without a token (the tokens themselves never live here).
     pub auth: AuthSection,
+    /// Directory of checkpoints and the write-ahead log (relative paths are relative to the
+    /// working directory).
+    pub data_dir: PathBuf,
+    /// Checkpoints, write-ahead log and recovery.
+    pub durability: DurabilitySection,
 }
 
 /// `[train]`: the optimiser (with a constant learning rate) and the classifier.
@@ -249,6 +254,8 @@ impl Default for Config {
             pending: PendingSection::default(),
             status: StatusSection::default(),
             auth: AuthSection::default(),
+            data_dir: PathBuf::from("ffd-data"),
+            durability: DurabilitySection::default(),
         }
     }
 }
@@ -495,6 +502,7 @@ impl Config {
                 &format!("must be >= {MIN_HISTORY_INTERVAL_MS}"),
             );
         }
+        self.durability.validate(&self.data_dir)?;
         Ok(())
     }
 
@@ -538,6 +546,103 @@ impl Config {
     pub fn sleep_interval(&self) -> Option<Duration> {
         let secs = self.schedule.sleep_every_seconds;
         (secs > 0.0).then(|| Duration::from_secs_f64(secs))
+    }
+}
+
+/// When an accepted sample counts as durable (`durability.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// `/learn` answers once the samples' WAL records are synced to disk (one sync shared by
+    /// the concurrent requests): an acknowledged sample survives a crash.
+    #[default]
+    Fsync,
+    /// Answers at once; the WAL is synced every `batch_interval_ms`: a crash loses at most
+    /// that window of acknowledged samples.
+    Batch,
+    /// Answers at once; the WAL is written but synced only at shutdown: a process crash loses
+    /// nothing the OS has, a machine crash may lose what was not yet on disk.
+    None,
+}
+
+/// `[durability]`: checkpoints, write-ahead log and recovery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DurabilitySection {
+    /// Keep checkpoints and a WAL in `data_dir`, and recover from them at start.
+    pub enabled: bool,
+    /// When a sample is durable: `fsync`, `batch` or `none`.
+    pub mode: DurabilityMode,
+    /// Sync period of the `batch` mode.
+    pub batch_interval_ms: u64,
+    /// Checkpoint after this many samples learned since the last checkpoint (0: never by count).
+    pub checkpoint_every_samples: u64,
+    /// ... or this many seconds with something new to save (0: never by time).
+    pub checkpoint_every_seconds: f64,
+    /// Checkpoints kept; older ones are deleted after each new one.
+    pub keep_checkpoints: usize,
+    /// A new WAL segment starts once the current one reaches this size.
+    pub wal_segment_bytes: u64,
+    /// Checkpoint early once this many WAL bytes were written since the last checkpoint: bounds
+    /// the WAL on disk and the replay after a crash.
+    pub max_wal_bytes: u64,
+    /// Most WAL bytes accepted but not yet written; beyond it `/learn` answers 429.
+    pub max_unsynced_bytes: usize,
+    /// Set the saved state aside and start afresh (`ffd serve --reset`; not a config key).
+    #[serde(skip)]
+    pub reset: bool,
+}
+
+impl Default for DurabilitySection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            mode: DurabilityMode::Fsync,
+            batch_interval_ms: 5,
+            checkpoint_every_samples: 100_000,
+            checkpoint_every_seconds: 300.0,
+            keep_checkpoints: 3,
+            wal_segment_bytes: 64 << 20,
+            max_wal_bytes: 1 << 30,
+            max_unsynced_bytes: 64 << 20,
+            reset: false,
+        }
+    }
+}
+
+impl DurabilitySection {
+    fn validate(&self, data_dir: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.enabled && data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty while durability is enabled");
+        }
+        if self.mode == DurabilityMode::Batch && self.batch_interval_ms == 0 {
+            return invalid("durability.batch_interval_ms", "must be > 0");
+        }
+        if !(self.checkpoint_every_seconds.is_finite() && self.checkpoint_every_seconds >= 0.0) {
+            return invalid(
+                "durability.checkpoint_every_seconds",
+                "must be a finite number >= 0",
+            );
+        }
+        if self.keep_checkpoints == 0 {
+            return invalid("durability.keep_checkpoints", "must be > 0");
+        }
+        if self.wal_segment_bytes == 0 {
+            return invalid("durability.wal_segment_bytes", "must be > 0");
+        }
+        if self.max_wal_bytes == 0 {
+            return invalid("durability.max_wal_bytes", "must be > 0");
+        }
+        if self.max_unsynced_bytes == 0 {
+            return invalid("durability.max_unsynced_bytes", "must be > 0");
+        }
+        Ok(())
     }
 }
 

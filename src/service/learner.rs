@@ -11,9 +11,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::ff::{Model, ScheduleMode, Trainer};
-use crate::service::metrics::{Metrics, Phase};
+use crate::service::checkpointer::{self, CheckpointJob, Checkpointer};
+use crate::service::journal::Journal;
+use crate::service::metrics::{DurabilityMetrics, Metrics, Phase};
 use crate::service::queue::{LearnQueue, QueuedSample};
 use crate::service::snapshot::{Snapshot, Snapshots};
+use crate::store::checkpoint::{Checkpoint, Counters};
+use crate::store::wal::{Next, SegmentReader};
 
 /// Samples taken from the queue per lock; counters and status are updated once per chunk.
 const CHUNK: usize = 64;
@@ -37,6 +41,38 @@ pub struct LearnerSettings {
     /// Weight averaging for published snapshots: `(every_samples, decay)`; `None` publishes
     /// the live weights.
     pub average: Option<(u64, f32)>,
+}
+
+/// What the learner needs for checkpoints and recovery (durability on).
+#[derive(Debug)]
+pub struct LearnerDurability {
+    /// The checkpoint writer.
+    pub checkpointer: Checkpointer,
+    /// The WAL (for the bytes written since the last checkpoint).
+    pub journal: Arc<Journal>,
+    /// Checkpoint after this many samples (0: never by count).
+    pub every_samples: u64,
+    /// ... or this long with new samples.
+    pub every: Option<Duration>,
+    /// ... or once this many WAL bytes were written since the last one.
+    pub max_wal_bytes: u64,
+    /// The recovered WAL backlog, learned before anything in the queue.
+    pub backlog: Backlog,
+    /// The weight average and its sample count, restored from a checkpoint.
+    pub average: Option<(Model, u64)>,
+    /// Checkpoint and recovery metrics.
+    pub metrics: DurabilityMetrics,
+}
+
+/// WAL records to learn at start: those with a sequence number above `after` in `segments`.
+#[derive(Debug, Clone, Default)]
+pub struct Backlog {
+    /// Segment files, oldest first.
+    pub segments: Vec<std::path::PathBuf>,
+    /// Sequence number of the last sample the restored state has learned.
+    pub after: u64,
+    /// Records to learn.
+    pub remaining: u64,
 }
 
 /// What the learner has done so far, readable from any thread (for `/v1/model`, `/readyz` and
@@ -78,6 +114,14 @@ impl LearnerStatus {
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::Acquire)
     }
+
+    /// Sets the counters restored from a checkpoint (before the learner starts).
+    pub(crate) fn restore(&self, c: &Counters) {
+        self.samples_learned
+            .store(c.samples_learned, Ordering::Release);
+        self.learned_seq.store(c.last_seq, Ordering::Release);
+        self.sleep_cycles.store(c.sleep_cycles, Ordering::Release);
+    }
 }
 
 /// The running learner thread.
@@ -107,6 +151,7 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     status: Arc<LearnerStatus>,
     settings: LearnerSettings,
+    mut durability: Option<LearnerDurability>,
 ) -> std::io::Result<LearnerHandle> {
     let drain_deadline = Arc::new(OnceLock::new());
     let now = Instant::now();
@@ -130,11 +175,25 @@ pub fn spawn(
         chunk: Counts::default(),
         average: None,
         since_average: 0,
+        checkpoint_at: now,
+        since_checkpoint: 0,
+        wal_at_checkpoint: 0,
+        checkpoint_request: 0,
+        checkpoint_wanted: false,
+        durability: None,
     };
     let mut learner = learner;
     if learner.settings.average.is_some() {
-        learner.average = Some(learner.trainer.model().clone());
+        let restored = durability.as_mut().and_then(|d| d.average.take());
+        match restored {
+            Some((average, since)) => {
+                learner.average = Some(average);
+                learner.since_average = since;
+            }
+            None => learner.average = Some(learner.trainer.model().clone()),
+        }
     }
+    learner.durability = durability;
     let thread = std::thread::Builder::new()
         .name("ffd-learner".into())
         .spawn(move || {
@@ -208,6 +267,16 @@ struct Learner {
     /// The averaged model that snapshots publish, and samples since it was last updated.
     average: Option<Model>,
     since_average: u64,
+    /// When the last checkpoint was handed to the writer, samples learned since, and the WAL
+    /// bytes written by then.
+    checkpoint_at: Instant,
+    since_checkpoint: u64,
+    wal_at_checkpoint: u64,
+    /// Highest `/admin/checkpoint` request seen, and whether a due checkpoint found the
+    /// writer busy (retried on the next timer).
+    checkpoint_request: u64,
+    checkpoint_wanted: bool,
+    durability: Option<LearnerDurability>,
 }
 
 /// Marks the learner stopped however its thread ends (a panic included), so `/readyz` and
@@ -223,6 +292,190 @@ impl Drop for RunningGuard {
 impl Learner {
     fn run(mut self) {
         let _running = RunningGuard(Arc::clone(&self.status));
+        if self.replay_backlog() {
+            self.serve_queue();
+        } else {
+            tracing::warn!("shutdown during recovery: the rest of the WAL backlog and the queued samples are learned at the next start");
+        }
+        if self.dirty {
+            self.publish(Instant::now());
+        }
+        if let Some(d) = self.durability.take() {
+            self.durability = Some(d);
+            self.checkpoint(None, true);
+            if let Some(d) = self.durability.take() {
+                drop(d.checkpointer.jobs);
+                if d.checkpointer.thread.join().is_err() {
+                    tracing::error!("the checkpoint writer panicked");
+                }
+            }
+        }
+        tracing::info!(
+            samples_learned = self.status.samples_learned(),
+            sleep_cycles = self.status.sleep_cycles(),
+            model_version = self.version,
+            "learner stopped"
+        );
+    }
+
+    /// Learns the recovered WAL backlog, streamed from its segments, before anything queued.
+    /// Returns `false` if shutdown interrupted it (the queue must then not be learned: its
+    /// samples come after the backlog).
+    fn replay_backlog(&mut self) -> bool {
+        let Some(backlog) = self
+            .durability
+            .as_mut()
+            .map(|d| std::mem::take(&mut d.backlog))
+        else {
+            return true;
+        };
+        if backlog.remaining == 0 {
+            return true;
+        }
+        let started = Instant::now();
+        let (inputs, classes) = {
+            let c = self.trainer.model().config();
+            (c.inputs, c.classes)
+        };
+        let mut remaining = backlog.remaining;
+        let mut replayed = 0u64;
+        let mut last = backlog.after;
+        self.queue.set_backlog(remaining);
+        tracing::info!(
+            samples = remaining,
+            after_seq = backlog.after,
+            "learning the WAL backlog"
+        );
+        for path in &backlog.segments {
+            let mut reader = match SegmentReader::open(path) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read a WAL segment; its samples are lost");
+                    continue;
+                }
+            };
+            loop {
+                let record = match reader.next_record() {
+                    Ok(Next::Record(r, _)) => r,
+                    Ok(Next::End | Next::Torn(_)) => break,
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), error = %e, "reading a WAL segment failed; its remaining samples are lost");
+                        break;
+                    }
+                };
+                if record.seq <= last {
+                    continue;
+                }
+                if record.seq != last + 1 {
+                    tracing::warn!(
+                        expected = last + 1,
+                        found = record.seq,
+                        "gap in the WAL: samples in between were never made durable"
+                    );
+                }
+                last = record.seq;
+                remaining = remaining.saturating_sub(1);
+                if record.features.len() != inputs || record.label >= classes {
+                    tracing::error!(
+                        seq = record.seq,
+                        "a WAL record does not fit the network; skipped"
+                    );
+                    continue;
+                }
+                self.learn(&QueuedSample {
+                    seq: record.seq,
+                    features: record.features,
+                    label: record.label,
+                });
+                replayed += 1;
+                if replayed % CHUNK as u64 == 0 && !self.between_replay_chunks(remaining) {
+                    return false;
+                }
+            }
+        }
+        self.between_replay_chunks(0);
+        self.queue.set_backlog(0);
+        tracing::info!(
+            replayed,
+            seconds = started.elapsed().as_secs_f64(),
+            "WAL backlog learned"
+        );
+        true
+    }
+
+    /// Bookkeeping every chunk of the replay; `false` once shutdown has begun.
+    fn between_replay_chunks(&mut self, remaining: u64) -> bool {
+        let learned = self.chunk.learned;
+        self.flush();
+        if let Some(d) = &self.durability {
+            d.metrics.recovery_replayed.inc_by(learned);
+        }
+        self.queue.set_backlog(remaining);
+        if let Some(request) = self.queue.take_checkpoint_request() {
+            self.checkpoint(Some(request), true);
+        }
+        self.on_timers(Instant::now());
+        !self.queue.is_closed()
+    }
+
+    /// Copies the state (between two samples) and hands it to the checkpoint writer; with
+    /// `wait`, waits for the writer to take it, else gives up if it is busy and retries later.
+    fn checkpoint(&mut self, request: Option<u64>, wait: bool) {
+        if self.durability.is_none() {
+            return;
+        }
+        if let Some(r) = request {
+            self.checkpoint_request = self.checkpoint_request.max(r);
+        }
+        self.flush();
+        let job = CheckpointJob {
+            checkpoint: Checkpoint {
+                trainer: self.trainer.state(),
+                average: self.average.clone(),
+                counters: Counters {
+                    last_seq: self.status.learned_seq(),
+                    samples_learned: self.status.samples_learned(),
+                    sleep_cycles: self.status.sleep_cycles(),
+                    model_version: self.version,
+                    since_average: self.since_average,
+                },
+            },
+            request: self.checkpoint_request,
+        };
+        let Some(d) = &self.durability else { return };
+        let taken = if wait {
+            if d.checkpointer.jobs.send(job).is_err() {
+                tracing::error!("the checkpoint writer is gone; no more checkpoints");
+            }
+            true
+        } else {
+            checkpointer::offer(&d.checkpointer.jobs, job)
+        };
+        if taken {
+            self.checkpoint_at = Instant::now();
+            self.since_checkpoint = 0;
+            self.wal_at_checkpoint = d.journal.appended_bytes();
+        }
+        self.checkpoint_wanted = !taken;
+    }
+
+    /// Whether a checkpoint is due by count, WAL size or time, or was refused earlier.
+    fn checkpoint_due(&self, now: Instant) -> bool {
+        let Some(d) = &self.durability else {
+            return false;
+        };
+        if self.since_checkpoint == 0 {
+            return false;
+        }
+        self.checkpoint_wanted
+            || (d.every_samples > 0 && self.since_checkpoint >= d.every_samples)
+            || d.journal.appended_bytes() - self.wal_at_checkpoint >= d.max_wal_bytes
+            || d.every
+                .is_some_and(|every| now >= self.checkpoint_at + every)
+    }
+
+    /// The queue loop: learn what arrives, sleep and publish on schedule, until closed.
+    fn serve_queue(&mut self) {
         let mut batch: Vec<QueuedSample> = Vec::with_capacity(CHUNK);
         loop {
             let now = Instant::now();
@@ -244,6 +497,9 @@ impl Learner {
             if signals.sleep_requested {
                 self.sleep();
             }
+            if let Some(request) = signals.checkpoint_requested {
+                self.checkpoint(Some(request), true);
+            }
             // Publishing before the status moves means a reader who sees every sample learned
             // also classifies with them. Only when idle: under load the timers decide.
             if self.dirty && self.queue.is_empty() {
@@ -255,22 +511,15 @@ impl Learner {
                 let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
                 if past_deadline || self.queue.is_empty() {
                     dropped += self.drop_rest();
-                    if dropped > 0 {
+                    if dropped > 0 && self.durability.is_some() {
+                        tracing::warn!(dropped, "drain deadline passed; queued samples stay in the WAL and are learned at the next start");
+                    } else if dropped > 0 {
                         tracing::warn!(dropped, "drain deadline passed; queued samples dropped");
                     }
                     break;
                 }
             }
         }
-        if self.dirty {
-            self.publish(Instant::now());
-        }
-        tracing::info!(
-            samples_learned = self.status.samples_learned(),
-            sleep_cycles = self.status.sleep_cycles(),
-            model_version = self.version,
-            "learner stopped"
-        );
     }
 
     /// Test-then-train one sample; sleeps and publishes when due.
@@ -293,6 +542,7 @@ impl Learner {
         self.chunk.correct += u64::from(hit);
         self.chunk.last_seq = Some(s.seq);
         self.unpublished += 1;
+        self.since_checkpoint += 1;
         self.dirty = true;
         if let (Some((every, decay)), Some(average)) =
             (self.settings.average, self.average.as_mut())
@@ -400,6 +650,9 @@ impl Learner {
         if self.dirty && now >= self.last_publish + self.settings.snapshot_every {
             self.publish(now);
         }
+        if self.checkpoint_due(now) {
+            self.checkpoint(None, false);
+        }
     }
 
     /// When the clock next asks for a sleep: only in the sleep schedule, with wake samples
@@ -418,6 +671,11 @@ impl Learner {
         }
         if self.dirty {
             next = next.min(self.last_publish + self.settings.snapshot_every);
+        }
+        if let Some(every) = self.durability.as_ref().and_then(|d| d.every) {
+            if self.since_checkpoint > 0 {
+                next = next.min(self.checkpoint_at + every);
+            }
         }
         next
     }

@@ -141,6 +141,8 @@ pub struct Metrics {
     /// `ffd_learner_nonfinite_total`: updates refused because they would have made a weight,
     /// an optimiser state or the softmax head non-finite.
     pub learner_nonfinite: IntCounter,
+    /// Checkpoint, WAL and recovery metrics.
+    pub durability: DurabilityMetrics,
 }
 
 impl Metrics {
@@ -276,6 +278,7 @@ impl Metrics {
                 "ffd_learner_nonfinite_total",
                 "Sample updates refused because they would have made the model non-finite.",
             )?,
+            durability: DurabilityMetrics::register(&registry)?,
             registry,
         };
         // Every series of a labelled metric exists from the start, at 0.
@@ -337,6 +340,79 @@ impl Metrics {
             buf.clear();
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Histogram buckets of checkpoint writes and WAL syncs: 100 µs to 10 s.
+const STORAGE_BUCKETS: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0, 10.0,
+];
+
+/// Checkpoint, write-ahead log and recovery metrics.
+#[derive(Debug, Clone)]
+pub struct DurabilityMetrics {
+    /// `ffd_checkpoints_total`: checkpoints written.
+    pub checkpoints: IntCounter,
+    /// `ffd_checkpoint_failures_total`: checkpoints that could not be written.
+    pub checkpoint_failures: IntCounter,
+    /// `ffd_checkpoint_duration_seconds`: serialise, write, sync and rename one checkpoint.
+    pub checkpoint_duration: Histogram,
+    /// `ffd_checkpoint_last_seq`: last sample sequence number in the newest checkpoint.
+    pub checkpoint_last_seq: IntGauge,
+    /// `ffd_wal_bytes`: bytes of write-ahead log segments on disk.
+    pub wal_bytes: IntGauge,
+    /// `ffd_wal_fsync_duration_seconds`: one WAL sync (one per group of requests).
+    pub wal_fsync_duration: Histogram,
+    /// `ffd_recovery_replayed_samples_total`: WAL records learned at start-up.
+    pub recovery_replayed: IntCounter,
+}
+
+impl DurabilityMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let histogram = |name: &str, help: &str| -> Result<Histogram, prometheus::Error> {
+            let h = Histogram::with_opts(
+                HistogramOpts::new(name, help).buckets(STORAGE_BUCKETS.to_vec()),
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        Ok(Self {
+            checkpoints: counter("ffd_checkpoints_total", "Checkpoints written.")?,
+            checkpoint_failures: counter(
+                "ffd_checkpoint_failures_total",
+                "Checkpoints that could not be written.",
+            )?,
+            checkpoint_duration: histogram(
+                "ffd_checkpoint_duration_seconds",
+                "Time to serialise, write, sync and rename one checkpoint.",
+            )?,
+            checkpoint_last_seq: gauge(
+                "ffd_checkpoint_last_seq",
+                "Sequence number of the last sample in the newest checkpoint.",
+            )?,
+            wal_bytes: gauge(
+                "ffd_wal_bytes",
+                "Bytes of write-ahead log segments on disk.",
+            )?,
+            wal_fsync_duration: histogram(
+                "ffd_wal_fsync_duration_seconds",
+                "Time of one write-ahead log sync (shared by every request it covers).",
+            )?,
+            recovery_replayed: counter(
+                "ffd_recovery_replayed_samples_total",
+                "Write-ahead log records learned after a restart.",
+            )?,
+        })
     }
 }
 

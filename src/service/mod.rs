@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! POST /learn ─► http::learn: decode ─► ValidatedBatch (all or nothing: 400/413/415/422)
-//!             ─► LearnQueue (bounded; full → 429 + Retry-After) ─► 202 {accepted, last_seq}
+//!             ─► LearnQueue (bounded; full → 429 + Retry-After) + WAL record (same lock)
+//!             ─► WAL synced (fsync mode, group commit) ─► 202 {accepted, last_seq}
 //! learner thread (sole owner of the Trainer): test-then-train each sample, sleep on schedule
 //!             ─► every N samples / T ms: publish Arc<Snapshot>
 //! POST /classify ─► current Arc<Snapshot> (no lock, no wait) ─► scores ─► 200
@@ -13,23 +14,29 @@
 //! Parts: `config` (layers and validation), `sample` (`ValidatedBatch`), `queue`
 //! (`LearnQueue`), `learner` (the thread), `snapshot` (`Snapshots`), `pending` (delayed
 //! labels), `metrics`, `shutdown`, `http` (router, handlers, `ApiError`), `history` (what the
-//! status page plots), `auth` (access tokens from the environment, kept as digests).
+//! status page plots), `auth` (access tokens from the environment, kept as digests); durability:
+//! `journal` (WAL writer thread), `checkpointer` (checkpoint writer thread), `recovery` (load
+//! the newest good checkpoint, verify the WAL, hand the backlog to the learner).
 //!
 //! Shutdown, in order: the trigger fires → handlers refuse new samples (503) and NDJSON streams
 //! stop → the server stops accepting and finishes in-flight requests → the queue closes and the
-//! learner learns what is queued → the learner thread is joined. All of it within
+//! learner learns what is queued → a final checkpoint → the learner thread is joined → the WAL
+//! is synced and closed. All of it within
 //! `learner.drain_timeout_ms`; samples still queued at the deadline are dropped and logged.
 
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod checkpointer;
 pub mod config;
 pub mod history;
 pub mod http;
+pub mod journal;
 pub mod learner;
 pub mod metrics;
 pub mod pending;
 pub mod queue;
+pub mod recovery;
 pub mod sample;
 pub mod shutdown;
 pub mod snapshot;
@@ -41,6 +48,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::ff::{FfError, Model, Trainer};
 use crate::store::model_file::{load_model, StoreError};
@@ -50,9 +58,11 @@ pub use config::{Config, ConfigError, LogFormat};
 pub use learner::LearnerStatus;
 pub use shutdown::shutdown_signal;
 
+use checkpointer::CheckpointReport;
 use history::{History, StatusSources};
 use http::AppState;
-use learner::{LearnerHandle, LearnerSettings};
+use journal::{Journal, JournalHandle, JournalMetrics, JournalSettings};
+use learner::{LearnerDurability, LearnerHandle, LearnerSettings};
 use metrics::Metrics;
 use pending::PendingLabels;
 use queue::LearnQueue;
@@ -87,6 +97,9 @@ pub enum ServiceError {
     /// The learner thread panicked.
     #[error("the learner thread panicked")]
     LearnerPanicked,
+    /// The saved state (checkpoints, WAL) cannot be used.
+    #[error(transparent)]
+    Recovery(#[from] recovery::RecoveryError),
 }
 
 /// A started service: the learner runs; [`Service::serve`] answers HTTP.
@@ -96,6 +109,8 @@ pub struct Service {
     learner: LearnerHandle,
     trigger: ShutdownTrigger,
     history_sources: StatusSources,
+    /// The WAL writer, stopped after the learner.
+    journal: Option<JournalHandle>,
 }
 
 impl Service {
@@ -138,27 +153,91 @@ impl Service {
                 &mut StdRng::seed_from_u64(config.seed),
             )?,
         };
-        let trainer = Trainer::new(model.clone(), config.train_config(), config.seed)?;
+        let mut trainer = Trainer::new(model.clone(), config.train_config(), config.seed)?;
 
         let metrics = Arc::new(Metrics::new()?);
-        let queue = Arc::new(LearnQueue::new(
-            config.learner.queue_capacity,
-            metrics.queue_depth.clone(),
-        ));
+        let mut queue = LearnQueue::new(config.learner.queue_capacity, metrics.queue_depth.clone());
         metrics
             .queue_capacity
             .set(config.learner.queue_capacity as i64);
-        let snapshots = Arc::new(Snapshots::new(Snapshot {
+        let status = Arc::new(LearnerStatus::default());
+        let mut snapshot = Snapshot {
             model,
             version: 0,
             samples_learned: 0,
-        }));
+        };
+        let mut durability = None;
+        let mut journal_handle = None;
+        let (reports, checkpoint_reports) = watch::channel(CheckpointReport::none());
+        if config.durability.enabled {
+            let recovered = recovery::recover(&config, trainer)?;
+            let d = &config.durability;
+            let (journal, handle) = Journal::start(
+                JournalSettings {
+                    dir: config.data_dir.clone(),
+                    mode: d.mode,
+                    batch_interval: Duration::from_millis(d.batch_interval_ms),
+                    segment_bytes: d.wal_segment_bytes,
+                    max_unsynced_bytes: d.max_unsynced_bytes,
+                },
+                recovered.last_seq,
+                recovered.wal_bytes,
+                JournalMetrics {
+                    wal_bytes: metrics.durability.wal_bytes.clone(),
+                    fsync_duration: metrics.durability.wal_fsync_duration.clone(),
+                },
+            )
+            .map_err(recovery::RecoveryError::Wal)?;
+            queue = queue.with_journal(Arc::clone(&journal), recovered.last_seq);
+            // Counted from the start, so `queue_depth` never shows 0 before the learner begins.
+            queue.set_backlog(recovered.backlog.remaining);
+            trainer = recovered.trainer;
+            let c = recovered.counters;
+            status.restore(&c);
+            metrics
+                .durability
+                .checkpoint_last_seq
+                .set(c.last_seq as i64);
+            snapshot = Snapshot {
+                model: match &recovered.average {
+                    Some((average, _)) => average.clone(),
+                    None => trainer.model().clone(),
+                },
+                version: c.model_version,
+                samples_learned: c.samples_learned,
+            };
+            metrics.model_version.set(c.model_version as i64);
+            let checkpointer = checkpointer::spawn(
+                config.data_dir.clone(),
+                d.keep_checkpoints,
+                Arc::clone(&journal),
+                metrics.durability.clone(),
+                reports,
+            )
+            .map_err(|source| ServiceError::Io {
+                what: "starting the checkpoint thread",
+                source,
+            })?;
+            durability = Some(LearnerDurability {
+                checkpointer,
+                journal: Arc::clone(&journal),
+                every_samples: d.checkpoint_every_samples,
+                every: (d.checkpoint_every_seconds > 0.0)
+                    .then(|| Duration::from_secs_f64(d.checkpoint_every_seconds)),
+                max_wal_bytes: d.max_wal_bytes,
+                backlog: recovered.backlog,
+                average: recovered.average,
+                metrics: metrics.durability.clone(),
+            });
+            journal_handle = Some((journal, handle));
+        }
+        let queue = Arc::new(queue);
+        let snapshots = Arc::new(Snapshots::new(snapshot));
         let pending = Arc::new(PendingLabels::new(
             config.pending.capacity,
             Duration::from_secs_f64(config.pending.ttl_seconds),
             metrics.pending_entries.clone(),
         ));
-        let status = Arc::new(LearnerStatus::default());
         let settings = LearnerSettings {
             snapshot_every_samples: config.learner.snapshot_every_samples,
             snapshot_every: Duration::from_millis(config.learner.snapshot_every_ms),
@@ -177,6 +256,7 @@ impl Service {
             Arc::clone(&metrics),
             Arc::clone(&status),
             settings,
+            durability,
         )
         .map_err(|source| ServiceError::Io {
             what: "starting the learner thread",
@@ -209,12 +289,19 @@ impl Service {
             shutdown: notice,
             history,
             access,
+            durability: journal_handle
+                .as_ref()
+                .map(|(journal, _)| http::DurabilityState {
+                    journal: Arc::clone(journal),
+                    checkpoints: checkpoint_reports,
+                }),
         });
         Ok(Self {
             state,
             learner,
             trigger,
             history_sources,
+            journal: journal_handle.map(|(_, handle)| handle),
         })
     }
 
@@ -246,6 +333,7 @@ impl Service {
             learner,
             trigger,
             history_sources,
+            journal,
         } = self;
         tokio::spawn(history::record(
             Arc::clone(&state.history),
@@ -306,7 +394,16 @@ impl Service {
             }
         }
         tracing::info!(queued = state.queue.len(), "draining the learn queue");
-        let joined = tokio::task::spawn_blocking(move || learner.finish(deadline)).await;
+        let joined = tokio::task::spawn_blocking(move || {
+            let joined = learner.finish(deadline);
+            // After the learner: its final checkpoint may delete segments; then the rest of
+            // the buffer is written and synced.
+            if let Some(journal) = journal {
+                journal.finish();
+            }
+            joined
+        })
+        .await;
         if !matches!(joined, Ok(Ok(()))) {
             return Err(ServiceError::LearnerPanicked);
         }

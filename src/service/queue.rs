@@ -9,13 +9,14 @@
 //! waiting for room await a `tokio::sync::Notify` that the learner signals after each pop.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use prometheus::IntGauge;
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
+use crate::service::journal::{AppendError, Journal};
 use crate::service::sample::ValidatedBatch;
 
 /// A sample waiting for the learner.
@@ -45,6 +46,8 @@ pub enum PushError {
     Full,
     /// The queue is closed: the service is shutting down.
     Closed,
+    /// The write-ahead log cannot be written: nothing can be acknowledged.
+    Storage,
 }
 
 /// What woke the learner besides samples.
@@ -54,6 +57,9 @@ pub struct Signals {
     pub sleep_requested: bool,
     /// The queue is closed: learn what is left, then stop.
     pub closed: bool,
+    /// A checkpoint was requested (`/admin/checkpoint`): the latest request's number, consumed
+    /// by the pop.
+    pub checkpoint_requested: Option<u64>,
 }
 
 /// The bounded learn queue.
@@ -66,6 +72,8 @@ pub struct LearnQueue {
     room: Notify,
     capacity: usize,
     depth: IntGauge,
+    /// Where accepted samples are logged before they are queued (durability on).
+    journal: Option<Arc<Journal>>,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +83,17 @@ struct State {
     sleep_requested: bool,
     paused: bool,
     closed: bool,
+    /// Samples of the recovered WAL backlog not yet learned; they come before `items`.
+    backlog: u64,
+    /// Number of the latest checkpoint request, and whether the learner has seen it.
+    checkpoint_requests: u64,
+    checkpoint_pending: bool,
+}
+
+impl State {
+    fn depth(&self) -> i64 {
+        (self.items.len() as u64 + self.backlog) as i64
+    }
 }
 
 impl LearnQueue {
@@ -87,7 +106,36 @@ impl LearnQueue {
             room: Notify::new(),
             capacity,
             depth,
+            journal: None,
         }
+    }
+
+    /// Logs every accepted sample to `journal` (inside the push, so records are in sequence
+    /// order and a refused push logs nothing), and numbers samples after `last_seq` — the
+    /// highest sequence number already used — so numbers are never reused across restarts.
+    pub fn with_journal(mut self, journal: Arc<Journal>, last_seq: u64) -> Self {
+        self.journal = Some(journal);
+        self.lock().last_seq = last_seq;
+        self
+    }
+
+    /// Sets the recovered WAL backlog still to learn; it counts in the queue depth.
+    pub fn set_backlog(&self, remaining: u64) {
+        let mut st = self.lock();
+        st.backlog = remaining;
+        self.depth.set(st.depth());
+    }
+
+    /// Asks the learner for a checkpoint; returns the request's number (checkpoints report
+    /// the highest request number they satisfy).
+    pub fn request_checkpoint(&self) -> u64 {
+        let mut st = self.lock();
+        st.checkpoint_requests += 1;
+        st.checkpoint_pending = true;
+        let n = st.checkpoint_requests;
+        drop(st);
+        self.ready.notify_one();
+        n
     }
 
     /// Queues every sample of `batch`, or none: `Full` if they do not all fit now, `Closed`
@@ -108,6 +156,13 @@ impl LearnQueue {
             return Err((PushError::Full, batch));
         }
         let first = st.last_seq + 1;
+        if let Some(journal) = &self.journal {
+            match journal.append(first, batch.samples()) {
+                Ok(()) => {}
+                Err(AppendError::Full) => return Err((PushError::Full, batch)),
+                Err(AppendError::Failed) => return Err((PushError::Storage, batch)),
+            }
+        }
         st.items.extend(
             batch
                 .into_samples()
@@ -124,7 +179,7 @@ impl LearnQueue {
             count: n,
             last_seq: Some(st.last_seq),
         };
-        self.depth.set(st.items.len() as i64);
+        self.depth.set(st.depth());
         drop(st);
         self.ready.notify_one();
         Ok(accepted)
@@ -149,6 +204,13 @@ impl LearnQueue {
         self.ready.notify_one();
     }
 
+    /// Takes a pending checkpoint request without popping samples (for the learner while it
+    /// learns the recovered backlog).
+    pub(crate) fn take_checkpoint_request(&self) -> Option<u64> {
+        let mut st = self.lock();
+        std::mem::take(&mut st.checkpoint_pending).then_some(st.checkpoint_requests)
+    }
+
     /// Whether learning is paused.
     pub fn is_paused(&self) -> bool {
         self.lock().paused
@@ -166,9 +228,14 @@ impl LearnQueue {
         self.lock().closed
     }
 
-    /// Samples waiting.
+    /// Samples waiting in the queue (not counting a recovered backlog).
     pub fn len(&self) -> usize {
         self.lock().items.len()
+    }
+
+    /// Samples waiting to be learned: the queue plus the recovered WAL backlog.
+    pub fn depth(&self) -> u64 {
+        self.lock().depth() as u64
     }
 
     /// Whether no sample is waiting.
@@ -198,7 +265,7 @@ impl LearnQueue {
         let mut st = self.lock();
         loop {
             let can_take = !st.items.is_empty() && (!st.paused || st.closed);
-            if can_take || st.sleep_requested || st.closed {
+            if can_take || st.sleep_requested || st.checkpoint_pending || st.closed {
                 break;
             }
             let now = Instant::now();
@@ -219,8 +286,10 @@ impl LearnQueue {
         let signals = Signals {
             sleep_requested: std::mem::take(&mut st.sleep_requested),
             closed: st.closed,
+            checkpoint_requested: std::mem::take(&mut st.checkpoint_pending)
+                .then_some(st.checkpoint_requests),
         };
-        self.depth.set(st.items.len() as i64);
+        self.depth.set(st.depth());
         drop(st);
         if taken > 0 {
             self.room.notify_waiters();

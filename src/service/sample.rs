@@ -196,6 +196,11 @@ impl ValidatedBatch {
         self.samples.is_empty()
     }
 
+    /// The samples, in order.
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+
     /// The samples, for the queue.
     pub fn into_samples(self) -> Vec<Sample> {
         self.samples

@@ -260,7 +260,7 @@ pub fn model_from_bytes(bytes: &[u8], path: &Path) -> Result<LoadedModel, StoreE
 }
 
 /// Reads tensor `name`, which must be F32 of exactly `shape`, as native `f32`s.
-fn read_f32(
+pub(crate) fn read_f32(
     tensors: &SafeTensors<'_>,
     name: &str,
     shape: &[usize],
@@ -293,7 +293,7 @@ fn read_f32(
 }
 
 /// A row-major `[rows, cols]` matrix from `values`.
-fn matrix(
+pub(crate) fn matrix(
     values: Vec<f32>,
     rows: usize,
     cols: usize,
@@ -306,21 +306,21 @@ fn matrix(
 }
 
 /// An F32 tensor as little-endian bytes, ready for `safetensors::serialize`.
-struct F32Tensor {
+pub(crate) struct F32Tensor {
     shape: Vec<usize>,
     bytes: Vec<u8>,
 }
 
 impl F32Tensor {
     /// `[rows, cols]`, rows one after another whatever the array's memory layout.
-    fn matrix(a: &Array2<f32>) -> Self {
+    pub(crate) fn matrix(a: &Array2<f32>) -> Self {
         Self {
             shape: a.shape().to_vec(),
             bytes: a.iter().flat_map(|v| v.to_le_bytes()).collect(),
         }
     }
 
-    fn vector(a: &Array1<f32>) -> Self {
+    pub(crate) fn vector(a: &Array1<f32>) -> Self {
         Self {
             shape: vec![a.len()],
             bytes: a.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -348,7 +348,7 @@ impl View for F32Tensor {
 
 /// Writes `bytes` to a fresh temp file beside `path`, syncs it, renames it over `path`, then
 /// syncs the directory so the rename itself survives a crash.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let io = |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -401,13 +401,13 @@ fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, File)
 }
 
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Windows cannot open a directory as a file; its rename is as durable as it gets.
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 

@@ -26,12 +26,14 @@ pub struct TestServer {
 pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The default config shrunk for tests: MNIST-shaped input, hidden `[32, 32]`, snapshots every
-/// 20 ms, a short drain.
+/// 20 ms, a short drain, durability off.
 pub fn small_config() -> ffd::service::Config {
     let mut c = ffd::service::Config::default();
     c.network.hidden = vec![32, 32];
     c.learner.snapshot_every_ms = 20;
     c.learner.drain_timeout_ms = 5_000;
+    // In memory only: many servers run side by side; durability tests set their own data dir.
+    c.durability.enabled = false;
     c
 }
 

@@ -113,6 +113,12 @@ pub enum ApiError {
         /// The `Retry-After` header.
         retry_after_seconds: u64,
     },
+    /// The write-ahead log cannot be written, so no sample can be acknowledged (500).
+    #[error("the write-ahead log cannot be written; samples are not being accepted")]
+    StorageFailed,
+    /// A route that needs durability while it is off (409).
+    #[error("durability is off (`durability.enabled = false`): there are no checkpoints")]
+    DurabilityDisabled,
 }
 
 /// Every v1 error body, as the OpenAPI document describes it (what [`ApiError`] sends).
@@ -130,9 +136,11 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Machine-readable: `malformed_json`, `invalid_shape`, `body_read_failed`,
     /// `payload_too_large`, `unsupported_media_type`, `invalid_features`, `non_finite_feature`,
+    /// `feature_out_of_range`,
     /// `invalid_label`, `unknown_id`, `invalid_id`, `request_timeout`, `queue_full`,
     /// `shutting_down`, `learner_unavailable`, `not_ready`, `not_found`,
-    /// `method_not_allowed`, `internal`.
+    /// `method_not_allowed`, `unauthorized`, `forbidden`, `overloaded`, `storage_failed`,
+    /// `durability_disabled`, `internal`.
     #[schema(example = "invalid_features")]
     pub code: String,
     /// For a person: which sample or line, which field, what is wrong.
@@ -174,6 +182,8 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StorageFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::DurabilityDisabled => StatusCode::CONFLICT,
         }
     }
 
@@ -206,6 +216,8 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::Overloaded { .. } => "overloaded",
+            Self::StorageFailed => "storage_failed",
+            Self::DurabilityDisabled => "durability_disabled",
         }
     }
 

@@ -41,6 +41,13 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
     if !state.status.is_running() {
         return Err(ApiError::NotReady("the learner is not running"));
     }
+    if state
+        .durability
+        .as_ref()
+        .is_some_and(|d| d.journal.has_failed())
+    {
+        return Err(ApiError::NotReady("the write-ahead log cannot be written"));
+    }
     Ok(Json(json!({ "status": "ready" })))
 }
 
@@ -72,8 +79,9 @@ pub struct ModelInfo<'a> {
     pub samples_learned: u64,
     /// Sleep phases completed.
     pub sleep_cycles: u64,
-    /// Samples waiting in the learn queue.
-    pub queue_depth: usize,
+    /// Samples waiting to be learned: the learn queue plus, after a restart, the WAL backlog
+    /// not yet learned.
+    pub queue_depth: u64,
     /// Samples the learn queue holds.
     pub queue_capacity: usize,
     /// Sequence number of the last sample accepted.
@@ -107,7 +115,7 @@ pub async fn model(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Ap
         snapshot_samples_learned: snapshot.samples_learned,
         samples_learned: status.samples_learned(),
         sleep_cycles: status.sleep_cycles(),
-        queue_depth: state.queue.len(),
+        queue_depth: state.queue.depth(),
         queue_capacity: state.queue.capacity(),
         last_seq: state.queue.last_seq(),
         learned_seq: status.learned_seq(),

@@ -125,8 +125,24 @@ async fn learn_json(
     let now = Instant::now();
     let batch = validate(state, inputs, now, Position::Sample)?;
     match try_queue(state, batch) {
-        Ok(a) => Ok(LearnResponse::new(a.count, a.last_seq)),
+        Ok(a) => {
+            durable(state, a.last_seq).await?;
+            Ok(LearnResponse::new(a.count, a.last_seq))
+        }
         Err((error, batch)) => Err(refuse(state, error, batch, now)),
+    }
+}
+
+/// Waits until the samples up to `last_seq` are as durable as `durability.mode` promises
+/// (at once without durability). The answer to `/learn` comes only after this.
+async fn durable(state: &AppState, last_seq: Option<u64>) -> Result<(), ApiError> {
+    match (&state.durability, last_seq) {
+        (Some(d), Some(seq)) => d
+            .journal
+            .wait_durable(seq)
+            .await
+            .map_err(|_| ApiError::StorageFailed),
+        _ => Ok(()),
     }
 }
 
@@ -135,6 +151,28 @@ async fn learn_json(
 /// back on the client through TCP; shutdown stops it with 503; a line that takes longer than
 /// `http.request_timeout_ms` to arrive stops it with 408.
 async fn learn_stream(
+    state: &AppState,
+    body: Body,
+) -> Result<(StatusCode, Json<LearnResponse>), ApiError> {
+    let result = learn_lines(state, body).await;
+    // What was queued is acknowledged (in the 202 or in the error body): durable first.
+    let last_seq = match &result {
+        Ok((_, Json(r))) => r.last_seq,
+        Err(ApiError::Stream { last_seq, .. }) => *last_seq,
+        Err(_) => None,
+    };
+    if let Err(e) = durable(state, last_seq).await {
+        let accepted = match &result {
+            Ok((_, Json(r))) => r.accepted,
+            Err(ApiError::Stream { accepted, .. }) => *accepted,
+            Err(_) => 0,
+        };
+        return Err(e.in_stream(accepted, last_seq));
+    }
+    result
+}
+
+async fn learn_lines(
     state: &AppState,
     body: Body,
 ) -> Result<(StatusCode, Json<LearnResponse>), ApiError> {
@@ -246,6 +284,7 @@ fn try_queue(
         }
         Err((PushError::Full, batch)) => Err((queue_full(state), batch)),
         Err((PushError::Closed, batch)) => Err((ApiError::ShuttingDown, batch)),
+        Err((PushError::Storage, batch)) => Err((ApiError::StorageFailed, batch)),
     }
 }
 
@@ -260,7 +299,7 @@ fn queue_full(state: &AppState) -> ApiError {
 fn refuse(state: &AppState, error: ApiError, batch: ValidatedBatch, now: Instant) -> ApiError {
     let reason = match error {
         ApiError::QueueFull { .. } => RejectReason::QueueFull,
-        ApiError::LearnerStopped => RejectReason::Unavailable,
+        ApiError::LearnerStopped | ApiError::StorageFailed => RejectReason::Unavailable,
         _ => RejectReason::ShuttingDown,
     };
     state.metrics.reject(reason, batch.len());

@@ -72,6 +72,17 @@ pub struct AppState {
     pub history: Arc<History>,
     /// The tokens requests are checked against.
     pub access: AccessTokens,
+    /// The WAL and checkpoint reports; `None` when durability is off.
+    pub durability: Option<DurabilityState>,
+}
+
+/// What handlers need of the durability machinery.
+#[derive(Debug)]
+pub struct DurabilityState {
+    /// `/learn` waits on it before answering.
+    pub journal: Arc<crate::service::journal::Journal>,
+    /// `/admin/checkpoint` waits for its request here.
+    pub checkpoints: tokio::sync::watch::Receiver<crate::service::checkpointer::CheckpointReport>,
 }
 
 impl AppState {
@@ -114,7 +125,8 @@ impl RouteGroups {
                 OpenApiRouter::new()
                     .routes(routes!(admin::sleep))
                     .routes(routes!(admin::pause))
-                    .routes(routes!(admin::resume)),
+                    .routes(routes!(admin::resume))
+                    .routes(routes!(admin::checkpoint)),
                 Guard::Admin,
                 true,
             ),

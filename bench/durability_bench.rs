@@ -1,0 +1,502 @@
+//! Durability measurements against real `ffd serve` processes (results in BENCHMARKS.md):
+//!
+//! ```text
+//! cargo build --release
+//! cargo run --release --example durability_bench -- soak       MNIST_DIR [CYCLES]
+//! cargo run --release --example durability_bench -- ingest     MNIST_DIR
+//! cargo run --release --example durability_bench -- checkpoint MNIST_DIR
+//! cargo run --release --example durability_bench -- restart    MNIST_DIR
+//! ```
+//!
+//! MNIST_DIR holds the four standard IDX files (see README.md). The server binary is
+//! `target/release/ffd` (or `$BENCH_FFD_BIN`); data directories are fresh temp directories.
+//!
+//! - `soak`: CYCLES (default 20) × (4 clients stream batches of 100 → `kill -9` at a random
+//!   moment → restart). Odd cycles start streaming as soon as the restarted server is ready, so
+//!   the next kill lands while it learns the recovered backlog; after every other restart and
+//!   the last one, once the backlog is learned: the server started; `samples_learned ==
+//!   learned_seq == last_seq` (contiguous: nothing skipped, nothing learned twice); every
+//!   acknowledged `last_seq` ≤ `learned_seq`; `learned − acknowledged ≤ samples in flight at
+//!   the kills` (cumulative).
+//! - `ingest`: accepted samples/s with batches of 100 (4 clients, learner paused so only the
+//!   request path and the WAL are measured), `durability.mode` = `fsync` vs `none` vs off.
+//! - `checkpoint`: a 784-1000-1000-1000 network: `/admin/checkpoint` write times, and
+//!   `/classify` latency with and without checkpoints being written.
+//! - `restart`: 100 000 WAL records not yet learned (learner paused, `kill -9`), then the time
+//!   from spawn to `/readyz` 200 and to the backlog learned.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ffd::data::idx::{load_mnist, Dataset};
+use rand::{Rng, SeedableRng};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+struct Server {
+    child: Child,
+    url: String,
+    started: Instant,
+}
+
+fn ffd_bin() -> String {
+    std::env::var("BENCH_FFD_BIN").unwrap_or_else(|_| "target/release/ffd".into())
+}
+
+fn spawn(dir: &Path, env: &[(&str, &str)]) -> Result<Server> {
+    let started = Instant::now();
+    let mut cmd = Command::new(ffd_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
+                eprintln!("server: {line}");
+                continue;
+            };
+            if log["fields"]["message"] == "listening" {
+                let _ = tx.send(log["fields"]["addr"].as_str().map(str::to_owned));
+            }
+            if log["level"] == "ERROR" || log["level"] == "WARN" {
+                eprintln!("server: {line}");
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(120))
+        .map_err(|_| "the server did not start")?
+        .ok_or("no address logged")?;
+    Ok(Server {
+        child,
+        url: format!("http://{addr}"),
+        started,
+    })
+}
+
+impl Server {
+    fn kill_9(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    fn stop(mut self) -> Result<()> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    async fn get(&self, c: &reqwest::Client, path: &str) -> Result<serde_json::Value> {
+        Ok(c.get(format!("{}{path}", self.url))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    async fn post(&self, c: &reqwest::Client, path: &str) -> Result<serde_json::Value> {
+        Ok(c.post(format!("{}{path}", self.url))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Seconds from spawn until `/readyz` answers 200.
+    async fn ready(&self, c: &reqwest::Client) -> Result<f64> {
+        loop {
+            if let Ok(r) = c.get(format!("{}/readyz", self.url)).send().await {
+                if r.status() == 200 {
+                    return Ok(self.started.elapsed().as_secs_f64());
+                }
+            }
+            if self.started.elapsed() > Duration::from_secs(300) {
+                return Err("never ready".into());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// `/v1/model` once the backlog and queue are learned.
+    async fn drained(&self, c: &reqwest::Client) -> Result<serde_json::Value> {
+        loop {
+            let m = self.get(c, "/v1/model").await?;
+            if m["queue_depth"] == 0 && m["learned_seq"] == m["last_seq"] {
+                return Ok(m);
+            }
+            if self.started.elapsed() > Duration::from_secs(1200) {
+                return Err(format!("never drained: {m}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Every `/learn` body of 100 training samples, serialised once up front.
+fn bodies(train: &Dataset, batch: usize) -> Vec<Bytes> {
+    (0..train.len() / batch)
+        .map(|b| {
+            let samples: Vec<serde_json::Value> = (b * batch..(b + 1) * batch)
+                .map(|i| {
+                    let (x, y) = train.sample(i);
+                    serde_json::json!({ "features": x, "label": y })
+                })
+                .collect();
+            Bytes::from(
+                serde_json::to_vec(&serde_json::json!({ "samples": samples })).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// `clients` concurrent senders; sender `k` sends bodies `k, k + clients, ...` until `count`
+/// bodies are sent in all or a request fails. Returns the acknowledged `last_seq`s.
+async fn send(
+    url: &str,
+    bodies: Arc<Vec<Bytes>>,
+    clients: usize,
+    count: usize,
+    in_flight: Arc<AtomicU64>,
+    batch: u64,
+) -> Vec<u64> {
+    let mut tasks = Vec::new();
+    for k in 0..clients {
+        let (url, bodies, in_flight) =
+            (url.to_owned(), Arc::clone(&bodies), Arc::clone(&in_flight));
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut acked = Vec::new();
+            let mut i = k;
+            while i < count {
+                let body = bodies[i % bodies.len()].clone();
+                in_flight.fetch_add(batch, Ordering::SeqCst);
+                let r = client
+                    .post(format!("{url}/learn"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                let Ok(r) = r else { break };
+                match r.status().as_u16() {
+                    202 => {}
+                    429 => {
+                        in_flight.fetch_sub(batch, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    _ => break,
+                }
+                let Ok(v) = r.json::<serde_json::Value>().await else {
+                    break;
+                };
+                let Some(seq) = v["last_seq"].as_u64() else {
+                    break;
+                };
+                in_flight.fetch_sub(batch, Ordering::SeqCst);
+                acked.push(seq);
+                i += clients;
+            }
+            acked
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    all
+}
+
+async fn soak(mnist: &Path, cycles: usize) -> Result<()> {
+    let data = load_mnist(mnist)?;
+    let bodies = Arc::new(bodies(&data.train, 100));
+    let dir = tempfile::tempdir()?;
+    let client = reqwest::Client::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let (mut acked_total, mut highest_acked, mut in_flight_total) = (0u64, 0u64, 0u64);
+    let env = [("FFD_LEARNER__QUEUE_CAPACITY", "20000")];
+    let mut server = spawn(dir.path(), &env)?;
+    println!("cycle ready_s drained_s samples_learned learned_seq acked_total in_flight_total kill_after_ms");
+    for cycle in 1..=cycles {
+        let kill_after = Duration::from_millis(rng.gen_range(300..3000));
+        let in_flight = Arc::new(AtomicU64::new(0));
+        let sender = {
+            let (url, bodies, in_flight) = (
+                server.url.clone(),
+                Arc::clone(&bodies),
+                Arc::clone(&in_flight),
+            );
+            tokio::spawn(async move { send(&url, bodies, 4, usize::MAX, in_flight, 100).await })
+        };
+        tokio::time::sleep(kill_after).await;
+        server.kill_9()?;
+        let acked = sender.await?;
+        acked_total += 100 * acked.len() as u64;
+        highest_acked = highest_acked.max(acked.iter().copied().max().unwrap_or(0));
+        in_flight_total += in_flight.load(Ordering::SeqCst);
+
+        server = spawn(dir.path(), &env)?;
+        let ready = server.ready(&client).await?;
+        if cycle % 2 == 1 && cycle != cycles {
+            // Stream again at once: the next kill lands while the WAL backlog is being learned.
+            println!("{cycle} {ready:.3} - - - {acked_total} {in_flight_total} {} (not drained: next kill during recovery)", kill_after.as_millis());
+            continue;
+        }
+        let m = server.drained(&client).await?;
+        let drained = server.started.elapsed().as_secs_f64();
+        let learned = m["samples_learned"].as_u64().ok_or("no samples_learned")?;
+        let learned_seq = m["learned_seq"].as_u64().ok_or("no learned_seq")?;
+        println!(
+            "{cycle} {ready:.3} {drained:.2} {learned} {learned_seq} {acked_total} {in_flight_total} {}",
+            kill_after.as_millis()
+        );
+        let ok = learned == learned_seq
+            && m["last_seq"] == learned_seq
+            && highest_acked <= learned_seq
+            && learned >= acked_total
+            && learned - acked_total <= in_flight_total;
+        if !ok {
+            return Err(format!("cycle {cycle} violates the guarantee: {m}").into());
+        }
+    }
+    server.stop()?;
+    println!("soak: {cycles} cycles, 0 acknowledged samples lost, 0 learned twice, every restart started");
+    Ok(())
+}
+
+async fn ingest(mnist: &Path) -> Result<()> {
+    let data = load_mnist(mnist)?;
+    let bodies = Arc::new(bodies(&data.train, 100));
+    let n = bodies.len();
+    let client = reqwest::Client::new();
+    let mut results: Vec<(&str, Vec<f64>)> =
+        vec![("fsync", vec![]), ("none", vec![]), ("off", vec![])];
+    for round in 0..3 {
+        for (mode, rates) in results.iter_mut() {
+            let dir = tempfile::tempdir()?;
+            let mut env = vec![("FFD_LEARNER__QUEUE_CAPACITY", "70000")];
+            match *mode {
+                "off" => env.push(("FFD_DURABILITY__ENABLED", "false")),
+                m => env.push(("FFD_DURABILITY__MODE", m)),
+            }
+            let server = spawn(dir.path(), &env)?;
+            server.ready(&client).await?;
+            server.post(&client, "/admin/pause").await?;
+            let started = Instant::now();
+            let acked = send(
+                &server.url,
+                Arc::clone(&bodies),
+                4,
+                n,
+                Arc::new(AtomicU64::new(0)),
+                100,
+            )
+            .await;
+            let secs = started.elapsed().as_secs_f64();
+            let rate = (acked.len() * 100) as f64 / secs;
+            let scrape = client
+                .get(format!("{}/metrics", server.url))
+                .send()
+                .await?
+                .text()
+                .await?;
+            let metric = |name: &str| {
+                scrape
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            let syncs = metric("ffd_wal_fsync_duration_seconds_count");
+            let sync_ms = 1e3 * metric("ffd_wal_fsync_duration_seconds_sum") / syncs.max(1.0);
+            println!(
+                "round {round} mode {mode}: {} samples acknowledged in {secs:.2} s = {rate:.0} samples/s ({syncs} WAL syncs, mean {sync_ms:.2} ms)",
+                acked.len() * 100
+            );
+            rates.push(rate);
+            server.kill_9()?;
+        }
+    }
+    let median = |v: &Vec<f64>| {
+        let mut v = v.clone();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (fsync, none, off) = (
+        median(&results[0].1),
+        median(&results[1].1),
+        median(&results[2].1),
+    );
+    println!(
+        "median samples/s: fsync {fsync:.0}, none {none:.0}, off {off:.0}; fsync/none = {:.2}",
+        fsync / none
+    );
+    Ok(())
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// `/classify` latencies (ms) of one sequential client for `secs`.
+async fn classify_loop(url: String, body: Bytes, secs: f64) -> Vec<f64> {
+    let client = reqwest::Client::new();
+    let mut lat = Vec::new();
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        let t = Instant::now();
+        let ok = client
+            .post(format!("{url}/classify"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ok {
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    lat
+}
+
+async fn checkpoint(mnist: &Path) -> Result<()> {
+    let data = load_mnist(mnist)?;
+    let bodies = Arc::new(bodies(&data.train, 100));
+    let dir = tempfile::tempdir()?;
+    let client = reqwest::Client::new();
+    let server = spawn(dir.path(), &[("FFD_NETWORK__HIDDEN", "[1000, 1000, 1000]")])?;
+    server.ready(&client).await?;
+    // Fill the replay buffer (1024) and give the optimiser state something to hold.
+    send(
+        &server.url,
+        Arc::clone(&bodies),
+        2,
+        20,
+        Arc::new(AtomicU64::new(0)),
+        100,
+    )
+    .await;
+    server.drained(&client).await?;
+    let probe = Bytes::from(serde_json::to_vec(
+        &serde_json::json!({ "features": data.test.sample(0).0 }),
+    )?);
+
+    let mut quiet = classify_loop(server.url.clone(), probe.clone(), 5.0).await;
+    let during = tokio::spawn(classify_loop(server.url.clone(), probe.clone(), 5.0));
+    let mut writes = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(5) {
+        let r = server.post(&client, "/admin/checkpoint").await?;
+        writes.push(r["seconds"].as_f64().ok_or(format!("no seconds: {r}"))? * 1e3);
+    }
+    let mut busy = during.await?;
+    let size = std::fs::read_dir(dir.path())?
+        .filter_map(std::result::Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"))
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    println!("checkpoint file: {:.1} MB", size as f64 / 1e6);
+    println!(
+        "checkpoint write (serialise + write + fsync + rename + dir fsync), {} writes: median {:.1} ms, max {:.1} ms",
+        writes.len(),
+        percentile(&mut writes.clone(), 0.5),
+        percentile(&mut writes, 1.0)
+    );
+    for (name, lat) in [
+        ("no checkpoints", &mut quiet),
+        ("checkpoints back to back", &mut busy),
+    ] {
+        println!(
+            "/classify ({name}): {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            lat.len(),
+            percentile(lat, 0.5),
+            percentile(lat, 0.99),
+            percentile(lat, 1.0)
+        );
+    }
+    server.stop()?;
+    Ok(())
+}
+
+async fn restart(mnist: &Path) -> Result<()> {
+    let data = load_mnist(mnist)?;
+    let bodies = Arc::new(bodies(&data.train, 100));
+    let dir = tempfile::tempdir()?;
+    let client = reqwest::Client::new();
+    let env = [
+        ("FFD_LEARNER__QUEUE_CAPACITY", "110000"),
+        ("FFD_DURABILITY__CHECKPOINT_EVERY_SAMPLES", "0"),
+        ("FFD_DURABILITY__CHECKPOINT_EVERY_SECONDS", "0"),
+    ];
+    let server = spawn(dir.path(), &env)?;
+    server.ready(&client).await?;
+    server.post(&client, "/admin/pause").await?;
+    let acked = send(
+        &server.url,
+        bodies,
+        4,
+        1000,
+        Arc::new(AtomicU64::new(0)),
+        100,
+    )
+    .await;
+    println!(
+        "{} samples acknowledged, none learned; kill -9",
+        acked.len() * 100
+    );
+    server.kill_9()?;
+    let wal: u64 = std::fs::read_dir(dir.path())?
+        .filter_map(std::result::Result::ok)
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+    println!("data dir: {:.0} MB", wal as f64 / 1e6);
+    let server = spawn(dir.path(), &env)?;
+    let ready = server.ready(&client).await?;
+    let m = server.get(&client, "/v1/model").await?;
+    println!(
+        "ready (/readyz 200) {ready:.2} s after spawn; queue_depth then {}",
+        m["queue_depth"]
+    );
+    let m = server.drained(&client).await?;
+    println!(
+        "backlog learned {:.1} s after spawn: samples_learned {}",
+        server.started.elapsed().as_secs_f64(),
+        m["samples_learned"]
+    );
+    server.stop()?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: durability_bench soak|ingest|checkpoint|restart MNIST_DIR [CYCLES]";
+    let (cmd, mnist) = match (args.get(1), args.get(2)) {
+        (Some(c), Some(m)) => (c.as_str(), Path::new(m)),
+        _ => return Err(usage.into()),
+    };
+    match cmd {
+        "soak" => soak(mnist, args.get(3).map_or(Ok(20), |c| c.parse())?).await,
+        "ingest" => ingest(mnist).await,
+        "checkpoint" => checkpoint(mnist).await,
+        "restart" => restart(mnist).await,
+        _ => Err(usage.into()),
+    }
+}

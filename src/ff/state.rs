@@ -1,0 +1,39 @@
+//! `TrainerState`: everything a `Trainer` needs to continue exactly where it stopped — weights,
+//! optimiser buffers, replay buffer, sleep counter, sample counter and the RNG's position — as
+//! plain values, so a store can write it and a new process can resume from it. No I/O here.
+
+use crate::ff::network::Model;
+use crate::ff::optimiser::LayerState;
+
+/// Where a ChaCha random stream stands: its seed, stream id and word position. Restoring the
+/// three reproduces every later draw, so a resumed trainer picks the same negatives as an
+/// uninterrupted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RngPosition {
+    /// The 32-byte key.
+    pub seed: [u8; 32],
+    /// The stream id.
+    pub stream: u64,
+    /// 32-bit words consumed so far.
+    pub word_pos: u128,
+}
+
+/// A trainer's complete mutable state (its `TrainConfig` is kept apart: it comes from the
+/// running configuration and is checked against the state's shapes on restore).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainerState {
+    /// The live model, with every learned sample applied.
+    pub model: Model,
+    /// Per-layer optimiser state (momentum buffers, mean activities), bottom layer first.
+    pub layers: Vec<LayerState>,
+    /// The replay buffer's samples, oldest first: `replay_features` is `[n, inputs]` row-major.
+    pub replay_features: Vec<f32>,
+    /// Their labels.
+    pub replay_labels: Vec<usize>,
+    /// Wake samples since the last sleep.
+    pub since_sleep: usize,
+    /// Positive samples learned (drives the learning-rate schedule).
+    pub samples: u64,
+    /// The negative-sampling RNG.
+    pub rng: RngPosition,
+}
