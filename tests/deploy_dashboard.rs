@@ -10,7 +10,7 @@ mod deploy_support;
 use std::io::Write;
 use std::process::Command;
 
-use common::{batch_json, small_config, start_server, WAIT};
+use common::{batch_json, durable_config, start_server, WAIT};
 use deploy_support::{check_query, dashboard_queries, json, promql_refs, yaml, Scrape};
 use serde_json::{json, Value};
 
@@ -22,10 +22,12 @@ const DATASOURCES: &str = "deploy/grafana/provisioning/datasources/prometheus.ym
 const PROMETHEUS_SERIES: [&str; 1] = ["up"];
 
 /// A scrape of a server that has learned 100 MNIST samples (and so slept and published the
-/// per-layer gauges), classified, and refused a sample.
+/// per-layer gauges), classified, refused a sample and written a checkpoint.
 async fn live_scrape() -> Scrape {
     let data = common::mnist_small();
-    let s = start_server(small_config()).await;
+    // Durable, as deployed: the WAL and checkpoint panels need a server that writes them.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let s = start_server(durable_config(dir.path())).await;
     let accepted = s.post("/learn", &batch_json(&data.train, 0..100)).await;
     assert_eq!(accepted.status(), 202);
     s.wait_learned(100).await;
@@ -37,6 +39,8 @@ async fn live_scrape() -> Scrape {
         .post("/learn", &json!({ "features": [0.5], "label": 1 }))
         .await;
     assert_eq!(refused.status(), 422);
+    let checkpoint = s.post("/admin/checkpoint", &json!({})).await;
+    assert_eq!(checkpoint.status(), 200);
     // The layer gauges are set when the learner publishes a snapshot after a sleep.
     let deadline = std::time::Instant::now() + WAIT;
     let text = loop {

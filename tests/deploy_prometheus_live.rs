@@ -11,7 +11,7 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{batch_json, metric, small_config, start_server, WAIT};
+use common::{batch_json, metric, durable_config, start_server, WAIT};
 use deploy_support::{dashboard_queries, json, repo_path, yaml};
 use serde_json::{json, Value};
 
@@ -129,7 +129,9 @@ fn value_of(sample: &Value) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alerts() {
     let data = common::mnist_small();
-    let s = start_server(small_config()).await;
+    // Durable, as deployed: the WAL and checkpoint panels need a server that writes them.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let s = start_server(durable_config(dir.path())).await;
     let target = s.url.strip_prefix("http://").expect("http URL").to_owned();
     let prometheus = Prometheus::start(&target);
     eventually("the ffd target is scraped", || async {
@@ -157,6 +159,8 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alert
         .post("/learn", &json!({ "features": [0.5], "label": 1 }))
         .await;
     assert_eq!(bad.status(), 422);
+    let checkpoint = s.post("/admin/checkpoint", &json!({})).await;
+    assert_eq!(checkpoint.status(), 200);
 
     // Learning has stopped: the counters in /metrics are final.
     let scrape = s.metrics().await;

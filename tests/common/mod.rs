@@ -37,6 +37,15 @@ pub fn small_config() -> ffd::service::Config {
     c
 }
 
+/// [`small_config`] with durability on, in `dir` (a test's temporary directory): a WAL, group
+/// commit, checkpoints; what a deployed server runs.
+pub fn durable_config(dir: &std::path::Path) -> ffd::service::Config {
+    let mut c = small_config();
+    c.durability.enabled = true;
+    c.data_dir = dir.to_path_buf();
+    c
+}
+
 /// The learn token of servers started by [`start_server`]; their `client` sends it.
 pub const LEARN_TOKEN: &str = "test-learn-token";
 
