@@ -11,7 +11,7 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{batch_json, metric, durable_config, start_server, WAIT};
+use common::{batch_json, durable_config, metric, start_server, WAIT};
 use deploy_support::{dashboard_queries, json, repo_path, yaml};
 use serde_json::{json, Value};
 
