@@ -44,6 +44,20 @@ struct Server {
     started: Instant,
 }
 
+/// The learn token of the servers this tool starts (the admin routes always need one).
+const LEARN_TOKEN: &str = "durability-bench-token";
+
+/// An HTTP client that sends [`LEARN_TOKEN`] with every request.
+fn client() -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {LEARN_TOKEN}"))?,
+    );
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
 fn ffd_bin() -> String {
     std::env::var("BENCH_FFD_BIN").unwrap_or_else(|_| "target/release/ffd".into())
 }
@@ -55,6 +69,7 @@ fn spawn(dir: &Path, env: &[(&str, &str)]) -> Result<Server> {
         .arg("--data-dir")
         .arg(dir)
         .env("RUST_LOG", "info")
+        .env("FFD_LEARN_TOKEN", LEARN_TOKEN)
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -177,11 +192,18 @@ async fn send(
     batch: u64,
 ) -> Vec<u64> {
     let mut tasks = Vec::new();
+    // Building a client only fails without a TLS backend or with a bad header: not here.
+    let Ok(shared) = client() else {
+        return Vec::new();
+    };
     for k in 0..clients {
-        let (url, bodies, in_flight) =
-            (url.to_owned(), Arc::clone(&bodies), Arc::clone(&in_flight));
+        let (url, bodies, in_flight, client) = (
+            url.to_owned(),
+            Arc::clone(&bodies),
+            Arc::clone(&in_flight),
+            shared.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
             let mut acked = Vec::new();
             let mut i = k;
             while i < count {
@@ -227,7 +249,7 @@ async fn soak(mnist: &Path, cycles: usize) -> Result<()> {
     let data = load_mnist(mnist)?;
     let bodies = Arc::new(bodies(&data.train, 100));
     let dir = tempfile::tempdir()?;
-    let client = reqwest::Client::new();
+    let client = client()?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let (mut acked_total, mut highest_acked, mut in_flight_total) = (0u64, 0u64, 0u64);
     let env = [("FFD_LEARNER__QUEUE_CAPACITY", "20000")];
@@ -284,7 +306,7 @@ async fn ingest(mnist: &Path) -> Result<()> {
     let data = load_mnist(mnist)?;
     let bodies = Arc::new(bodies(&data.train, 100));
     let n = bodies.len();
-    let client = reqwest::Client::new();
+    let client = client()?;
     let mut results: Vec<(&str, Vec<f64>)> =
         vec![("fsync", vec![]), ("none", vec![]), ("off", vec![])];
     for round in 0..3 {
@@ -355,8 +377,7 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 }
 
 /// `/classify` latencies (ms) of one sequential client for `secs`.
-async fn classify_loop(url: String, body: Bytes, secs: f64) -> Vec<f64> {
-    let client = reqwest::Client::new();
+async fn classify_loop(client: reqwest::Client, url: String, body: Bytes, secs: f64) -> Vec<f64> {
     let mut lat = Vec::new();
     let end = Instant::now() + Duration::from_secs_f64(secs);
     while Instant::now() < end {
@@ -379,7 +400,7 @@ async fn checkpoint(mnist: &Path) -> Result<()> {
     let data = load_mnist(mnist)?;
     let bodies = Arc::new(bodies(&data.train, 100));
     let dir = tempfile::tempdir()?;
-    let client = reqwest::Client::new();
+    let client = client()?;
     let server = spawn(dir.path(), &[("FFD_NETWORK__HIDDEN", "[1000, 1000, 1000]")])?;
     server.ready(&client).await?;
     // Fill the replay buffer (1024) and give the optimiser state something to hold.
@@ -397,8 +418,13 @@ async fn checkpoint(mnist: &Path) -> Result<()> {
         &serde_json::json!({ "features": data.test.sample(0).0 }),
     )?);
 
-    let mut quiet = classify_loop(server.url.clone(), probe.clone(), 5.0).await;
-    let during = tokio::spawn(classify_loop(server.url.clone(), probe.clone(), 5.0));
+    let mut quiet = classify_loop(client.clone(), server.url.clone(), probe.clone(), 5.0).await;
+    let during = tokio::spawn(classify_loop(
+        client.clone(),
+        server.url.clone(),
+        probe.clone(),
+        5.0,
+    ));
     let mut writes = Vec::new();
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(5) {
@@ -414,10 +440,12 @@ async fn checkpoint(mnist: &Path) -> Result<()> {
         .unwrap_or(0);
     println!("checkpoint file: {:.1} MB", size as f64 / 1e6);
     println!(
-        "checkpoint write (serialise + write + fsync + rename + dir fsync), {} writes: median {:.1} ms, max {:.1} ms",
+        "checkpoint write (serialise + write + fsync + rename + dir fsync), {} writes: median {:.1} ms, p90 {:.1} ms, max {:.1} ms, {} over 100 ms",
         writes.len(),
         percentile(&mut writes.clone(), 0.5),
-        percentile(&mut writes, 1.0)
+        percentile(&mut writes.clone(), 0.9),
+        percentile(&mut writes.clone(), 1.0),
+        writes.iter().filter(|&&ms| ms > 100.0).count()
     );
     for (name, lat) in [
         ("no checkpoints", &mut quiet),
@@ -439,7 +467,7 @@ async fn restart(mnist: &Path) -> Result<()> {
     let data = load_mnist(mnist)?;
     let bodies = Arc::new(bodies(&data.train, 100));
     let dir = tempfile::tempdir()?;
-    let client = reqwest::Client::new();
+    let client = client()?;
     let env = [
         ("FFD_LEARNER__QUEUE_CAPACITY", "110000"),
         ("FFD_DURABILITY__CHECKPOINT_EVERY_SAMPLES", "0"),
