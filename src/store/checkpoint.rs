@@ -120,24 +120,7 @@ pub fn file_name(last_seq: u64) -> String {
 
 /// Checkpoints in `dir`, newest (highest sequence number) first. A missing directory has none.
 pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut found = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let seq = name
-            .strip_prefix(PREFIX)
-            .and_then(|r| r.strip_suffix(SUFFIX))
-            .and_then(|n| n.parse::<u64>().ok());
-        if let Some(seq) = seq {
-            found.push((seq, entry.path()));
-        }
-    }
+    let mut found = super::numbered_files(dir, PREFIX, SUFFIX)?;
     found.sort_by_key(|c| std::cmp::Reverse(c.0));
     Ok(found)
 }

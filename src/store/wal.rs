@@ -191,27 +191,10 @@ pub fn segment_name(start_seq: u64) -> String {
 
 /// Segments in `dir`, oldest first. A missing directory has none.
 pub fn list_segments(dir: &Path) -> io::Result<Vec<Segment>> {
-    let mut found = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let seq = name
-            .strip_prefix(PREFIX)
-            .and_then(|r| r.strip_suffix(SUFFIX))
-            .and_then(|n| n.parse::<u64>().ok());
-        if let Some(start_seq) = seq {
-            found.push(Segment {
-                start_seq,
-                path: entry.path(),
-            });
-        }
-    }
+    let mut found: Vec<Segment> = super::numbered_files(dir, PREFIX, SUFFIX)?
+        .into_iter()
+        .map(|(start_seq, path)| Segment { start_seq, path })
+        .collect();
     found.sort_by_key(|s| s.start_seq);
     Ok(found)
 }
