@@ -23,3 +23,18 @@ pub enum FfError {
     #[error("invalid configuration: {key}: {reason}")]
     Config { key: &'static str, reason: String },
 }
+
+impl FfError {
+    /// `Ok` if `got == expected`, else a [`FfError::Shape`] naming `what`.
+    pub(crate) fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), Self> {
+        if expected == got {
+            Ok(())
+        } else {
+            Err(Self::Shape {
+                what,
+                expected,
+                got,
+            })
+        }
+    }
+}

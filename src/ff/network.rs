@@ -201,9 +201,9 @@ impl Model {
         }
         let mut layers = Vec::with_capacity(params.len());
         for (l, (w, b)) in params.into_iter().enumerate() {
-            check("layer weight rows", widths[l + 1], w.nrows())?;
-            check("layer weight columns", widths[l], w.ncols())?;
-            check("layer bias", widths[l + 1], b.len())?;
+            FfError::check_len("layer weight rows", widths[l + 1], w.nrows())?;
+            FfError::check_len("layer weight columns", widths[l], w.ncols())?;
+            FfError::check_len("layer bias", widths[l + 1], b.len())?;
             let goodness = Goodness {
                 threshold: config.threshold_scale * widths[l + 1] as f32,
                 temperature: config.temperature,
@@ -216,9 +216,9 @@ impl Model {
             })?);
         }
         let (hw, hb) = head;
-        check("head weight rows", config.classes, hw.nrows())?;
-        check("head weight columns", config.head_inputs(), hw.ncols())?;
-        check("head bias", config.classes, hb.len())?;
+        FfError::check_len("head weight rows", config.classes, hw.nrows())?;
+        FfError::check_len("head weight columns", config.head_inputs(), hw.ncols())?;
+        FfError::check_len("head bias", config.classes, hb.len())?;
         let head = SoftmaxHead::from_parts(hw.as_standard_layout().into_owned(), hb);
         Ok(Self {
             config,
@@ -269,7 +269,7 @@ impl Model {
 
     /// Checks a feature vector: length and finiteness.
     pub fn check_features(&self, features: &[f32]) -> Result<(), FfError> {
-        check("features", self.config.inputs, features.len())?;
+        FfError::check_len("features", self.config.inputs, features.len())?;
         if let Some(index) = features.iter().position(|v| !v.is_finite()) {
             return Err(FfError::NonFinite { index });
         }
@@ -427,18 +427,6 @@ fn finish_layer(cfg: &NetworkConfig, ws: &mut Workspace, l: usize, first: usize,
         for (o, &x) in ws.h_norm[l][v * m..(v + 1) * m].iter_mut().zip(h) {
             *o = x * inv;
         }
-    }
-}
-
-fn check(what: &'static str, expected: usize, got: usize) -> Result<(), FfError> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(FfError::Shape {
-            what,
-            expected,
-            got,
-        })
     }
 }
 

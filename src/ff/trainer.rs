@@ -300,19 +300,19 @@ impl Trainer {
             rng,
         } = state;
         let mut trainer = Trainer::new(model, config, 0)?;
-        check_len("optimiser layers", trainer.states.len(), layers.len())?;
+        FfError::check_len("optimiser layers", trainer.states.len(), layers.len())?;
         for (fresh, saved) in trainer.states.iter().zip(&layers) {
-            check_len(
+            FfError::check_len(
                 "momentum buffer (weights)",
                 fresh.velocity_weight.len(),
                 saved.velocity_weight.len(),
             )?;
-            check_len(
+            FfError::check_len(
                 "momentum buffer (biases)",
                 fresh.velocity_bias.len(),
                 saved.velocity_bias.len(),
             )?;
-            check_len(
+            FfError::check_len(
                 "mean activities",
                 fresh.mean_activity.len(),
                 saved.mean_activity.len(),
@@ -320,7 +320,7 @@ impl Trainer {
         }
         trainer.states = layers;
         let dim = trainer.model.config.inputs;
-        check_len(
+        FfError::check_len(
             "replay features",
             replay_labels.len() * dim,
             replay_features.len(),
@@ -824,18 +824,6 @@ impl Trainer {
                 rows.row(l, j);
             }
         }
-    }
-}
-
-fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), FfError> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(FfError::Shape {
-            what,
-            expected,
-            got,
-        })
     }
 }
 
