@@ -7,18 +7,18 @@
 //! Files are `checkpoint-{last_seq:020}.safetensors` in the data directory, written atomically
 //! (temp file, fsync, rename, fsync the directory); the newest that verifies wins.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use ndarray::Array1;
-use safetensors::{Dtype, SafeTensors, View};
+use safetensors::{Dtype, SafeTensors};
 
 use crate::ff::optimiser::LayerState;
 use crate::ff::{Model, NetworkConfig, RngPosition, TrainerState};
 use crate::store::model_file::{matrix, read_f32, write_atomic, StoreError};
+use crate::store::tensor::RawTensor;
 
 /// Value of the `format` metadata entry of every checkpoint.
 pub const FORMAT: &str = "ffd-checkpoint";
@@ -401,24 +401,18 @@ fn bad(path: &Path, reason: String) -> StoreError {
 fn model_tensors(out: &mut BTreeMap<String, RawTensor>, prefix: &str, model: &Model) {
     for (i, layer) in model.layers().iter().enumerate() {
         let w = layer.weight();
-        out.insert(
-            format!("{prefix}layers.{i}.weight"),
-            RawTensor::f32_iter(w.shape().to_vec(), w.iter()),
-        );
+        out.insert(format!("{prefix}layers.{i}.weight"), RawTensor::matrix(w));
         out.insert(
             format!("{prefix}layers.{i}.bias"),
-            RawTensor::f32_iter(vec![layer.bias().len()], layer.bias().iter()),
+            RawTensor::vector(layer.bias()),
         );
     }
     let h = model.head();
     out.insert(
         format!("{prefix}head.weight"),
-        RawTensor::f32_iter(h.weight().shape().to_vec(), h.weight().iter()),
+        RawTensor::matrix(h.weight()),
     );
-    out.insert(
-        format!("{prefix}head.bias"),
-        RawTensor::f32_iter(vec![h.bias().len()], h.bias().iter()),
-    );
+    out.insert(format!("{prefix}head.bias"), RawTensor::vector(h.bias()));
 }
 
 fn read_model(
@@ -487,60 +481,4 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
         *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
     }
     Some(out)
-}
-
-/// A tensor as little-endian bytes, ready for `safetensors::serialize`.
-struct RawTensor {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl RawTensor {
-    fn f32(shape: Vec<usize>, values: &[f32]) -> Self {
-        Self::f32_iter(shape, values.iter())
-    }
-
-    fn f32_iter<'a>(shape: Vec<usize>, values: impl ExactSizeIterator<Item = &'a f32>) -> Self {
-        // Sized up front and filled in place: a collect over `flat_map` cannot know the length
-        // and regrows its buffer, which dominated the time of a large checkpoint.
-        let mut bytes = vec![0u8; 4 * values.len()];
-        for (out, v) in bytes.chunks_exact_mut(4).zip(values) {
-            out.copy_from_slice(&v.to_le_bytes());
-        }
-        Self {
-            dtype: Dtype::F32,
-            shape,
-            bytes,
-        }
-    }
-
-    fn i64(values: &[usize]) -> Self {
-        Self {
-            dtype: Dtype::I64,
-            shape: vec![values.len()],
-            bytes: values
-                .iter()
-                .flat_map(|&v| (v as i64).to_le_bytes())
-                .collect(),
-        }
-    }
-}
-
-impl View for RawTensor {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
 }

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod model_file;
+mod tensor;
 pub mod wal;
 
 use std::path::{Path, PathBuf};

@@ -4,16 +4,16 @@
 //! metadata as JSON. Saving is atomic (temp file, fsync, rename). Loading checks the format tag,
 //! every name, dtype and shape before building the model, and never panics on a damaged file.
 
-use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array2};
-use safetensors::{Dtype, SafeTensors, View};
+use safetensors::{Dtype, SafeTensors};
 
 use crate::ff::{FfError, LabelPlacement, Model, NetworkConfig, TrainConfig};
+use crate::store::tensor::RawTensor;
 
 /// Value of the `format` metadata entry of every model file.
 pub const FORMAT: &str = "ffd-model";
@@ -116,17 +116,17 @@ pub fn model_to_bytes(model: &Model, train: Option<&TrainConfig>) -> Vec<u8> {
     for (i, layer) in model.layers().iter().enumerate() {
         tensors.push((
             format!("layers.{i}.weight"),
-            F32Tensor::matrix(layer.weight()),
+            RawTensor::matrix(layer.weight()),
         ));
-        tensors.push((format!("layers.{i}.bias"), F32Tensor::vector(layer.bias())));
+        tensors.push((format!("layers.{i}.bias"), RawTensor::vector(layer.bias())));
     }
     tensors.push((
         "head.weight".to_owned(),
-        F32Tensor::matrix(model.head().weight()),
+        RawTensor::matrix(model.head().weight()),
     ));
     tensors.push((
         "head.bias".to_owned(),
-        F32Tensor::vector(model.head().bias()),
+        RawTensor::vector(model.head().bias()),
     ));
 
     let mut metadata = HashMap::from([
@@ -149,7 +149,7 @@ pub fn model_to_bytes(model: &Model, train: Option<&TrainConfig>) -> Vec<u8> {
         );
     }
     safetensors::serialize(tensors, Some(metadata))
-        .expect("every F32Tensor's byte length matches its shape by construction")
+        .expect("every RawTensor's byte length matches its shape by construction")
 }
 
 /// Parses the bytes of a model file; `path` is where they came from and is only named in errors.
@@ -303,47 +303,6 @@ pub(crate) fn matrix(
         path: path.to_path_buf(),
         reason: format!("cannot shape a [{rows}, {cols}] matrix: {e}"),
     })
-}
-
-/// An F32 tensor as little-endian bytes, ready for `safetensors::serialize`.
-pub(crate) struct F32Tensor {
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl F32Tensor {
-    /// `[rows, cols]`, rows one after another whatever the array's memory layout.
-    pub(crate) fn matrix(a: &Array2<f32>) -> Self {
-        Self {
-            shape: a.shape().to_vec(),
-            bytes: a.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        }
-    }
-
-    pub(crate) fn vector(a: &Array1<f32>) -> Self {
-        Self {
-            shape: vec![a.len()],
-            bytes: a.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        }
-    }
-}
-
-impl View for F32Tensor {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
 }
 
 /// Writes `bytes` to a fresh temp file beside `path`, syncs it, renames it over `path`, then
