@@ -8,7 +8,7 @@ use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,22 +25,23 @@ struct Server {
 }
 
 fn spawn(dir: &Path) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ffd"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .arg("--data-dir")
-        .arg(dir);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("FFD_") {
-            cmd.env_remove(key);
-        }
-    }
-    let mut child = cmd
-        .env("FFD_NETWORK__HIDDEN", "[32]")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ffd starts");
+    let dir = dir.to_str().expect("a UTF-8 temporary directory");
+    let mut child = support::ffd_serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+            dir,
+        ],
+        &[("FFD_NETWORK__HIDDEN", "[32]")],
+    )
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("ffd starts");
     let stderr = child.stderr.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
