@@ -2,7 +2,7 @@
 
 mod common;
 
-use ffd::ff::{Model, NetworkConfig, ScheduleConfig, ScheduleMode, TrainConfig, Trainer};
+use ffd::ff::{Model, NetworkConfig, ScheduleMode, TrainConfig, Trainer};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -13,11 +13,8 @@ fn train(seed: u64, mode: ScheduleMode) -> Model {
         ..Default::default()
     };
     let config = TrainConfig {
-        schedule: ScheduleConfig {
-            mode,
-            sleep_every: 7,
-            ..Default::default()
-        },
+        schedule: mode,
+        sleep_every_samples: 7,
         ..Default::default()
     };
     let model = Model::new(net, &mut StdRng::seed_from_u64(seed)).expect("valid config");
@@ -68,8 +65,9 @@ fn deferred_updates_change_nothing() {
         let (x, y) = data.train.sample(i);
         let oa = a.learn(x, y, true).expect("valid sample");
         let ob = b.learn(x, y, true).expect("valid sample");
-        b.model();
+        b.settle();
         assert_eq!(oa, ob, "sample {i}");
     }
+    a.settle();
     assert!(a.model() == b.model());
 }
