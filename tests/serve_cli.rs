@@ -29,7 +29,7 @@ fn print_config_shows_every_layer() {
     let file = dir.path().join("ffd.toml");
     std::fs::write(
         &file,
-        "seed = 7\n[network]\nhidden = [64]\n[schedule]\nmode = \"sleep\"\n",
+        "seed = 7\n[network]\nhidden = [64]\n[train]\nschedule = \"sleep\"\n",
     )
     .expect("write");
     let out = ffd_serve(

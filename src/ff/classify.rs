@@ -1,4 +1,4 @@
-//! Classification (forward-forward.md §2): by goodness — try every label, add up the scored
+//! Classification (docs/algorithm.md §5): by goodness — try every label, add up the scored
 //! layers' evidence `(G − θ)/T`, take the argmax — or by a linear softmax head on the normalised
 //! activities of the scored layers under a neutral label. Both give per-class scores and
 //! probabilities.

@@ -1,7 +1,7 @@
 //! `Model`: the stack of FF layers, the label embedding, and the softmax head; and `Workspace`,
 //! the scratch memory a forward pass writes into so that no sample allocates.
 //!
-//! Supervised FF writes the label into the input (forward-forward.md §2). All one-hot labels
+//! Supervised FF writes the label into the input (docs/algorithm.md §3). All one-hot labels
 //! have the same norm, so the first layer's pre-activation for label `k` is
 //! `(W·u + s·W[:, off+k]) / r + b` with `u` the features (label slots zeroed) and `r` one RMS
 //! divisor shared by every label: one matrix-vector product serves all `C` candidate labels.

@@ -1,6 +1,7 @@
 //! When to learn from what: `interleaved` (a positive and a negative update per sample, classic
 //! FF) or `sleep` (positive-only "wake" updates online, then an offline "sleep" phase of
-//! negative-only updates built from the replay buffer). Shared by `ffd train` and the service.
+//! negative-only updates built from the replay buffer; docs/algorithm.md §6). Shared by
+//! `ffd train` and the service.
 
 use serde::{Deserialize, Serialize};
 

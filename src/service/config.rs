@@ -20,7 +20,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "FFD_";
 
-/// Separator of nested keys in an environment variable name (`FFD_SCHEDULE__MODE`).
+/// Separator of nested keys in an environment variable name (`FFD_TRAIN__SCHEDULE`).
 pub const ENV_SEPARATOR: &str = "__";
 
 /// Most points `status.history_points` may keep: a day at one per second, a few MB of JSON.
@@ -288,7 +288,7 @@ impl Default for StatusSection {
 
 impl Config {
     /// Loads the layers: the embedded default, then `file` (if any), then every `FFD_*`
-    /// variable of `env` (`FFD_LISTEN`, `FFD_SCHEDULE__MODE`, ...: the name after the prefix,
+    /// variable of `env` (`FFD_LISTEN`, `FFD_TRAIN__SCHEDULE`, ...: the name after the prefix,
     /// lower-cased, with `__` between nested keys; the value is read as TOML — a number, a
     /// boolean, an array — or taken as a string when it is not TOML). Flags are the caller's:
     /// set the fields, then call [`Config::validate`].

@@ -25,7 +25,7 @@ const CHUNK: usize = 64;
 /// Longest the learner waits for work before re-checking its timers.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
-/// The learner's timing knobs (from `[learner]` and `[schedule]`).
+/// The learner's timing knobs (from `[learner]`, `[train]` and `[average]`).
 #[derive(Debug, Clone)]
 pub struct LearnerSettings {
     /// Publish after this many samples since the last publication ...

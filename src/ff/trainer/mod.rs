@@ -491,7 +491,7 @@ mod tests {
     }
 
     /// Applying each update inside the next sample's forward pass gives bit-identical weights
-    /// to applying it at once (reading `model()` after every sample forces the latter).
+    /// to applying it at once (settling after every sample forces the latter).
     #[test]
     fn fused_updates_equal_immediate_updates() {
         for mode in [ScheduleMode::Interleaved, ScheduleMode::Sleep] {
