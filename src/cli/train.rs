@@ -364,6 +364,14 @@ mod tests {
         }
     }
 
+    /// The header names settings the way the command line does.
+    #[test]
+    fn header_uses_flag_values() {
+        assert_eq!(flag_value(ScheduleMode::Sleep), "sleep");
+        assert_eq!(flag_value(crate::ff::NegativeStrategy::Hybrid), "hybrid");
+        assert_eq!(flag_value(Classifier::Softmax), "softmax");
+    }
+
     /// A flag sets its key, and each flag's default is the engine struct's default.
     #[test]
     fn flags_set_the_engine_structs() {
