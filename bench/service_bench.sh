@@ -28,7 +28,7 @@ trap 'kill $server 2>/dev/null || true' EXIT
 
 # The server's defaults: sleep every 16 samples, constant learning rate, /classify served from
 # the weight average (decay 0.98 every 100 samples). `ffd train` with the same settings:
-same_as_server="--schedule sleep --sleep-every 16 --lr-decay-start 1 --average-decay 0.98 --average-every 100"
+same_as_server="--schedule sleep --sleep-every-samples 16 --lr-decay-start 1 --average-decay 0.98 --average-every-samples 100"
 $ffd train --mnist "$mnist" --epochs 1 $same_as_server --prequential 2>/dev/null | tail -1 | tee /tmp/ffd-bench-train.json
 for conc in 1 2; do
     echo "== replay one epoch over HTTP (batch 100, $conc in flight) into a default server"

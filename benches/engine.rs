@@ -80,6 +80,7 @@ fn classify(c: &mut Criterion) {
         let (x, y) = data.sample(i);
         t.learn_unchecked(x, y, false);
     }
+    t.settle();
     let model = t.model().clone();
     let mut ws = Workspace::new(model.config());
     for (name, classifier) in [

@@ -15,6 +15,7 @@
 //! Dependencies point down: `cli → service → store → ff` and `cli → data, eval → ff`; `ff`
 //! imports nothing else from the crate.
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod data;
 pub mod eval;

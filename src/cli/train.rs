@@ -1,5 +1,10 @@
 //! `ffd train`: offline training and evaluation on MNIST, per sample by default. Progress and
 //! one line per epoch go to stderr; the last line on stdout is a JSON summary.
+//!
+//! The hyper-parameter flags are the engine's config structs flattened into clap
+//! (`NetworkConfig`, `TrainConfig`, `AverageConfig`): each is named like its key in
+//! `ffd serve`'s configuration, with the same default except where `service::config::Config`'s
+//! `Default` lists a departure. Only the options that concern an offline run live here.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,9 +19,10 @@ use serde_json::json;
 use crate::data::idx::load_mnist;
 use crate::data::order::EpochOrder;
 use crate::eval::evaluate;
+use crate::ff::short_float::widen;
 use crate::ff::{
-    Classifier, LabelPlacement, LrSchedule, Model, NegativeStrategy, NetworkConfig,
-    OptimiserConfig, ScheduleConfig, ScheduleMode, TrainConfig, Trainer,
+    AverageConfig, Classifier, LrSchedule, Model, NetworkConfig, ScheduleMode, TrainConfig,
+    Trainer, WeightAverage,
 };
 
 /// Arguments of `ffd train`.
@@ -36,68 +42,21 @@ pub struct TrainArgs {
     /// Use only the first N test samples.
     #[arg(long)]
     pub test_limit: Option<usize>,
-    /// Hidden layer widths, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "500,500")]
-    pub layers: Vec<usize>,
-    /// Learning schedule.
-    #[arg(long, value_enum, default_value_t = ScheduleArg::Interleaved)]
-    pub schedule: ScheduleArg,
-    /// Wake samples between sleeps (sleep schedule).
-    #[arg(long, default_value_t = ScheduleConfig::default().sleep_every)]
-    pub sleep_every: usize,
-    /// Replay buffer size (sleep schedule).
-    #[arg(long, default_value_t = ScheduleConfig::default().replay_capacity)]
-    pub replay: usize,
-    /// Negative updates per sleep (0: as many as wake samples since the last sleep).
-    #[arg(long, default_value_t = 0)]
-    pub negatives_per_sleep: usize,
-    /// How negatives are made.
-    #[arg(long, value_enum, default_value_t = NegativesArg::Hard)]
-    pub negatives: NegativesArg,
-    /// How test samples are classified.
-    #[arg(long, value_enum, default_value_t = ClassifierArg::Goodness)]
-    pub classifier: ClassifierArg,
-    /// Samples whose gradients are averaged into one update (1: per-sample learning).
-    #[arg(long, default_value_t = 1)]
-    pub batch_size: usize,
-    /// Learning rate per sample update.
-    #[arg(long, default_value_t = OptimiserConfig::default().lr)]
-    pub lr: f32,
-    /// Heavy-ball momentum.
-    #[arg(long, default_value_t = OptimiserConfig::default().momentum)]
-    pub momentum: f32,
-    /// L2 weight decay.
-    #[arg(long, default_value_t = OptimiserConfig::default().weight_decay)]
-    pub weight_decay: f32,
-    /// Peer-normalisation strength (0 turns it off).
-    #[arg(long, default_value_t = OptimiserConfig::default().peer_norm)]
-    pub peer_norm: f32,
+    /// The network (`inputs` and `classes` come from the data set).
+    #[command(flatten)]
+    pub network: NetworkConfig,
+    /// Optimiser, negatives, classifier, schedule.
+    #[command(flatten)]
+    pub train: TrainConfig,
+    /// Weight averaging: evaluate and save the average instead of the live weights.
+    #[command(flatten)]
+    pub average: AverageConfig,
     /// Fraction of training after which the learning rate decays linearly to zero (1: never).
     /// Per sample, decaying over the whole run (0) measured better after one MNIST epoch than
-    /// Hinton's second-half decay (0.5): 3.69 % against 4.05 % over five seeds.
+    /// Hinton's second-half decay (0.5): 3.69 % against 4.05 % over five seeds. `ffd serve`
+    /// has no such key: a stream has no end to decay towards.
     #[arg(long, default_value_t = 0.0)]
     pub lr_decay_start: f32,
-    /// Where the label goes in the input.
-    #[arg(long, value_enum, default_value_t = PlacementArg::Append)]
-    pub label_placement: PlacementArg,
-    /// Strength of the one-hot label.
-    #[arg(long, default_value_t = NetworkConfig::default().label_strength)]
-    pub label_strength: f32,
-    /// Layer threshold as a multiple of its width.
-    #[arg(long, default_value_t = NetworkConfig::default().threshold_scale)]
-    pub threshold_scale: f32,
-    /// First layer (0-based) whose goodness counts for classification (the paper: 1).
-    #[arg(long, default_value_t = NetworkConfig::default().score_from_layer)]
-    pub score_from_layer: usize,
-    /// Logistic temperature of every layer's goodness.
-    #[arg(long, default_value_t = NetworkConfig::default().temperature)]
-    pub temperature: f32,
-    /// Temperature of the distribution hard negatives are drawn from.
-    #[arg(long, default_value_t = TrainConfig::default().negative_temperature)]
-    pub negative_temperature: f32,
-    /// Learning rate of the softmax head.
-    #[arg(long, default_value_t = TrainConfig::default().head_lr)]
-    pub head_lr: f32,
     /// Random seed (initialisation, shuffling, negatives).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -105,48 +64,18 @@ pub struct TrainArgs {
     /// and report the prequential accuracy.
     #[arg(long)]
     pub prequential: bool,
-    /// Also keep an exponential moving average of the weights, updated every
-    /// `--average-every` samples with this decay, and evaluate it (0: off).
-    #[arg(long, default_value_t = 0.0)]
-    pub average_decay: f32,
-    /// Samples between updates of the weight average.
-    #[arg(long, default_value_t = 100)]
-    pub average_every: usize,
     /// Evaluation threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Write the trained model here (safetensors).
+    /// Write the evaluated model here (safetensors): the weight average when averaging is on,
+    /// else the live weights.
     #[arg(long)]
     pub save: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum ScheduleArg {
-    Interleaved,
-    Sleep,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum NegativesArg {
-    Hard,
-    Random,
-    Hybrid,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum ClassifierArg {
-    Goodness,
-    Softmax,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum PlacementArg {
-    Append,
-    Overwrite,
-}
-
 impl TrainArgs {
-    /// The network and training configuration these arguments describe.
+    /// The network and training configuration these arguments describe, for a data set of
+    /// `inputs` features and `classes` classes and a run of `steps` samples.
     pub fn configs(
         &self,
         inputs: usize,
@@ -156,63 +85,41 @@ impl TrainArgs {
         let net = NetworkConfig {
             inputs,
             classes,
-            hidden: self.layers.clone(),
-            label_placement: match self.label_placement {
-                PlacementArg::Append => LabelPlacement::Append,
-                PlacementArg::Overwrite => LabelPlacement::Overwrite,
-            },
-            label_strength: self.label_strength,
-            threshold_scale: self.threshold_scale,
-            temperature: self.temperature,
-            score_from_layer: self.score_from_layer,
-            ..Default::default()
+            ..self.network.clone()
         };
-        let classifier = match self.classifier {
-            ClassifierArg::Goodness => Classifier::Goodness,
-            ClassifierArg::Softmax => Classifier::Softmax,
+        let mut train = self.train.clone();
+        train.optimiser.lr_schedule = if self.lr_decay_start >= 1.0 {
+            LrSchedule::Constant
+        } else {
+            LrSchedule::LinearDecay {
+                total_steps: steps,
+                decay_start: self.lr_decay_start,
+            }
         };
-        let train = TrainConfig {
-            optimiser: OptimiserConfig {
-                lr: self.lr,
-                momentum: self.momentum,
-                weight_decay: self.weight_decay,
-                peer_norm: self.peer_norm,
-                schedule: if self.lr_decay_start >= 1.0 {
-                    LrSchedule::Constant
-                } else {
-                    LrSchedule::LinearDecay {
-                        total_steps: steps,
-                        decay_start: self.lr_decay_start,
-                    }
-                },
-                ..Default::default()
-            },
-            negatives: match self.negatives {
-                NegativesArg::Hard => NegativeStrategy::Hard,
-                NegativesArg::Random => NegativeStrategy::Random,
-                NegativesArg::Hybrid => NegativeStrategy::Hybrid,
-            },
-            schedule: ScheduleConfig {
-                mode: match self.schedule {
-                    ScheduleArg::Interleaved => ScheduleMode::Interleaved,
-                    ScheduleArg::Sleep => ScheduleMode::Sleep,
-                },
-                sleep_every: self.sleep_every,
-                replay_capacity: self.replay,
-                negatives_per_sleep: self.negatives_per_sleep,
-            },
-            classifier,
-            train_head: classifier == Classifier::Softmax,
-            head_lr: self.head_lr,
-            negative_temperature: self.negative_temperature,
-            batch_size: self.batch_size,
-        };
+        // The softmax classifier reads the head, so asking for it asks for its training.
+        train.train_head |= train.classifier == Classifier::Softmax;
         (net, train)
     }
 }
 
 /// Runs `ffd train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let (_evaluated, summary) = train(&args)?;
+    println!("{summary}");
+    Ok(())
+}
+
+/// A value's name on the command line (`sleep`, not `Sleep`).
+fn flag_value(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// Trains, evaluates and saves as `args` say; returns the model that was evaluated (and saved):
+/// the weight average, or the live weights; and the JSON summary.
+fn train(args: &TrainArgs) -> anyhow::Result<(Model, serde_json::Value)> {
     anyhow::ensure!(args.epochs > 0, "--epochs must be at least 1");
     let mut mnist = load_mnist(&args.mnist)?;
     if let Some(n) = args.train_limit {
@@ -227,18 +134,28 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let (net, train_cfg) = args.configs(train.dim, train.classes, steps);
     let model = Model::new(net.clone(), &mut StdRng::seed_from_u64(args.seed))
         .context("network configuration")?;
+    let mut average = WeightAverage::new(&args.average, model.clone())
+        .context("weight-averaging configuration")?;
     let mut trainer =
         Trainer::new(model, train_cfg.clone(), args.seed).context("training configuration")?;
     let classifier = train_cfg.classifier;
+    let sleep_mode = train_cfg.schedule == ScheduleMode::Sleep;
+    let sleep_interval = train_cfg.sleep_interval().filter(|_| sleep_mode);
 
+    let hidden: Vec<String> = net.hidden.iter().map(usize::to_string).collect();
     eprintln!(
-        "ffd train: {} train / {} test samples, layers {:?}, {:?} schedule, {:?} negatives, {:?} classifier",
+        "ffd train: {} train / {} test samples, --hidden {} --schedule {} --negatives {} --classifier {}{}",
         train.len(),
         test.len(),
-        net.hidden,
-        train_cfg.schedule.mode,
-        train_cfg.negatives,
-        classifier
+        hidden.join(","),
+        flag_value(train_cfg.schedule),
+        flag_value(train_cfg.negatives),
+        flag_value(classifier),
+        if average.is_some() {
+            format!(" --average-decay {}", args.average.average_decay)
+        } else {
+            String::new()
+        },
     );
     let bar = ProgressBar::new(steps);
     bar.set_style(
@@ -251,13 +168,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut last_error = f64::NAN;
     let mut sleeps = 0u64;
     let mut prequential_correct = 0u64;
-    let averaging = args.average_decay > 0.0;
-    anyhow::ensure!(
-        args.average_decay < 1.0 && args.average_every > 0,
-        "--average-decay must be in [0, 1) and --average-every > 0"
-    );
-    let mut average = trainer.model().clone();
-    let mut seen = 0usize;
+    let mut last_sleep = Instant::now();
     for epoch in 1..=args.epochs {
         let started = Instant::now();
         for (i, &idx) in order.next_epoch().iter().enumerate() {
@@ -266,13 +177,21 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             if outcome.predicted == Some(y) {
                 prequential_correct += 1;
             }
-            if outcome.sleep_due {
+            if !outcome.refused {
+                if let Some(average) = average.as_mut() {
+                    if average.observe() {
+                        trainer.settle();
+                        average.update(trainer.model())?;
+                    }
+                }
+            }
+            let sleep_by_time = sleep_interval.is_some_and(|every| {
+                trainer.wake_samples_since_sleep() > 0 && last_sleep.elapsed() >= every
+            });
+            if outcome.sleep_due || sleep_by_time {
                 trainer.sleep();
                 sleeps += 1;
-            }
-            seen += 1;
-            if averaging && seen % args.average_every == 0 {
-                average.blend_toward(trainer.model(), 1.0 - args.average_decay)?;
+                last_sleep = Instant::now();
             }
             if i % 256 == 255 {
                 bar.inc(256);
@@ -288,11 +207,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             .iter()
             .map(|l| format!("{:.0}/{:.0}", l.positive_goodness(), l.negative_goodness()))
             .collect();
-        let eval = if averaging {
-            evaluate(&average, test, classifier, args.threads)
-        } else {
-            evaluate(trainer.model(), test, classifier, args.threads)
-        };
+        trainer.settle();
+        let evaluated = average
+            .as_ref()
+            .map_or(trainer.model(), WeightAverage::model);
+        let eval = evaluate(evaluated, test, classifier, args.threads);
         last_error = eval.error_rate();
         let rate = train.len() as f64 / epoch_seconds;
         bar.suspend(|| {
@@ -307,23 +226,30 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         curve.push(json!({"epoch": epoch, "train_loss": loss, "test_error": last_error, "samples_per_second": rate}));
     }
     bar.finish_and_clear();
+    trainer.settle();
+    let (evaluated, saved_kind) = match average {
+        Some(average) => (average.model().clone(), "average"),
+        None => (trainer.into_model(), "live"),
+    };
     if let Some(path) = &args.save {
-        crate::store::model_file::save_model(path, trainer.model(), Some(&train_cfg))
+        crate::store::model_file::save_model(path, &evaluated, Some(&train_cfg))
             .with_context(|| format!("saving the model to {}", path.display()))?;
-        eprintln!("saved the model to {}", path.display());
+        eprintln!("saved the {saved_kind} model to {}", path.display());
     }
     let summary = json!({
         "test_error": last_error,
         "test_accuracy": 1.0 - last_error,
         "epochs": args.epochs,
-        "layers": net.hidden,
-        "schedule": train_cfg.schedule.mode,
-        "sleep_every": (train_cfg.schedule.mode == ScheduleMode::Sleep).then_some(train_cfg.schedule.sleep_every),
+        "hidden": net.hidden,
+        "schedule": train_cfg.schedule,
+        "sleep_every_samples": sleep_mode.then_some(train_cfg.sleep_every_samples),
         "sleeps": sleeps,
         "negatives": train_cfg.negatives,
         "classifier": classifier,
-        "lr": train_cfg.optimiser.lr,
-        "momentum": train_cfg.optimiser.momentum,
+        "lr": widen(train_cfg.optimiser.lr),
+        "momentum": widen(train_cfg.optimiser.momentum),
+        "average_decay": widen(args.average.average_decay),
+        "saved": args.save.as_ref().map(|_| saved_kind),
         "train_samples": train.len(),
         "test_samples": test.len(),
         "train_seconds": train_seconds,
@@ -334,6 +260,210 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             .then(|| prequential_correct as f64 / (train.len() * args.epochs) as f64),
         "curve": curve,
     });
-    println!("{summary}");
-    Ok(())
+    Ok((evaluated, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::cli::Cli;
+    use crate::data::idx::load_mnist;
+    use crate::service::Config;
+    use crate::store::model_file::load_model;
+
+    fn mnist_small() -> PathBuf {
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/mnist-small"
+        ))
+    }
+
+    fn parse(extra: &[&str]) -> TrainArgs {
+        let mnist = mnist_small();
+        let mut argv = vec![
+            "ffd",
+            "train",
+            "--mnist",
+            mnist.to_str().expect("UTF-8 path"),
+        ];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            crate::cli::Command::Train(args) => args,
+            other => panic!("not train: {other:?}"),
+        }
+    }
+
+    /// The keys of each engine section as `ffd serve`'s configuration prints them.
+    fn engine_sections() -> BTreeMap<&'static str, Vec<String>> {
+        let keys = |value: toml::Value| -> Vec<String> {
+            value.as_table().expect("a table").keys().cloned().collect()
+        };
+        let config = toml::Value::try_from(Config::default()).expect("serialises");
+        ["network", "train", "average"]
+            .into_iter()
+            .map(|s| (s, keys(config[s].clone())))
+            .collect()
+    }
+
+    /// One vocabulary: each engine key of `ffd serve`'s configuration is a flag of `ffd train`
+    /// with the same name (`_` → `-`), each engine struct's field is a key of its section, and
+    /// no key name appears in two sections (so dropping the section cannot make two flags).
+    #[test]
+    fn every_engine_key_is_a_flag_and_a_key() {
+        let cmd = Cli::command();
+        let train = cmd
+            .get_subcommands()
+            .find(|c| c.get_name() == "train")
+            .expect("a train subcommand");
+        let flags: Vec<&str> = train.get_arguments().filter_map(|a| a.get_long()).collect();
+        let sections = engine_sections();
+        // Taken from the data set by `ffd train`.
+        let from_data = ["inputs", "classes"];
+        for (section, keys) in &sections {
+            for key in keys {
+                if from_data.contains(&key.as_str()) {
+                    continue;
+                }
+                let flag = key.replace('_', "-");
+                assert!(
+                    flags.contains(&flag.as_str()),
+                    "[{section}] {key}: no --{flag}"
+                );
+            }
+        }
+        // Every field of the engine structs is a key (nothing is skipped when printing).
+        let fields = |v: toml::Value| v.as_table().map_or(0, |t| t.len());
+        assert_eq!(
+            sections["network"].len(),
+            fields(toml::Value::try_from(NetworkConfig::default()).expect("ser"))
+        );
+        assert_eq!(
+            sections["train"].len(),
+            fields(toml::Value::try_from(TrainConfig::default()).expect("ser"))
+        );
+        assert_eq!(
+            sections["average"].len(),
+            fields(toml::Value::try_from(AverageConfig::default()).expect("ser"))
+        );
+
+        let config = toml::Value::try_from(Config::default()).expect("serialises");
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for (section, value) in config.as_table().expect("a table") {
+            let Some(table) = value.as_table() else {
+                continue;
+            };
+            for key in table.keys() {
+                if let Some(other) = seen.insert(key.clone(), section.clone()) {
+                    panic!("`{key}` is a key of both [{other}] and [{section}]");
+                }
+            }
+        }
+    }
+
+    /// The header names settings the way the command line does.
+    #[test]
+    fn header_uses_flag_values() {
+        assert_eq!(flag_value(ScheduleMode::Sleep), "sleep");
+        assert_eq!(flag_value(crate::ff::NegativeStrategy::Hybrid), "hybrid");
+        assert_eq!(flag_value(Classifier::Softmax), "softmax");
+    }
+
+    /// A flag sets its key, and each flag's default is the engine struct's default.
+    #[test]
+    fn flags_set_the_engine_structs() {
+        let args = parse(&[]);
+        assert_eq!(args.network, NetworkConfig::default());
+        assert_eq!(args.train, TrainConfig::default());
+        assert_eq!(args.average, AverageConfig::default());
+        let args = parse(&[
+            "--hidden",
+            "7,9",
+            "--schedule",
+            "sleep",
+            "--sleep-every-samples",
+            "8",
+            "--replay-capacity",
+            "64",
+            "--negatives",
+            "random",
+            "--lr",
+            "0.001",
+            "--average-decay",
+            "0.9",
+            "--average-every-samples",
+            "10",
+            "--label-placement",
+            "overwrite",
+        ]);
+        assert_eq!(args.network.hidden, vec![7, 9]);
+        assert_eq!(args.train.schedule, ScheduleMode::Sleep);
+        assert_eq!(args.train.sleep_every_samples, 8);
+        assert_eq!(args.train.replay_capacity, 64);
+        assert_eq!(args.train.negatives, crate::ff::NegativeStrategy::Random);
+        assert_eq!(args.train.optimiser.lr, 0.001);
+        assert_eq!(args.average.average_decay, 0.9);
+        assert_eq!(args.average.average_every_samples, 10);
+        assert_eq!(
+            args.network.label_placement,
+            crate::ff::LabelPlacement::Overwrite
+        );
+    }
+
+    /// `--save` with averaging writes the model that was evaluated: the loaded file predicts
+    /// exactly what the evaluated average predicts (and not what the live weights predict).
+    #[test]
+    fn save_writes_the_evaluated_average() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("avg.safetensors");
+        let mut args = parse(&[
+            "--train-limit",
+            "400",
+            "--test-limit",
+            "200",
+            "--hidden",
+            "64,64",
+            "--average-decay",
+            "0.9",
+            "--average-every-samples",
+            "20",
+            "--threads",
+            "1",
+        ]);
+        args.save = Some(path.clone());
+        let (evaluated, summary) = train(&args).expect("trains");
+        assert_eq!(summary["saved"], "average");
+        let loaded = load_model(&path).expect("loads").model;
+        assert_eq!(loaded, evaluated);
+
+        let test = load_mnist(&mnist_small()).expect("data").test;
+        let classifier = args.train.classifier;
+        let mut differs_from_live = false;
+        let live = {
+            let mut live_args = args.clone();
+            live_args.average.average_decay = 0.0;
+            live_args.save = Some(dir.path().join("live.safetensors"));
+            let (live, summary) = train(&live_args).expect("trains");
+            assert_eq!(summary["saved"], "live");
+            live
+        };
+        for i in 0..200 {
+            let (x, _) = test.sample(i);
+            let a = loaded.classify(x, classifier).expect("valid");
+            let b = evaluated.classify(x, classifier).expect("valid");
+            assert_eq!(a, b, "sample {i}");
+            differs_from_live |= live.classify(x, classifier).expect("valid") != a;
+        }
+        assert!(
+            differs_from_live,
+            "the average predicts differently from the live weights"
+        );
+        let mut first = test.clone();
+        first.truncate(200);
+        let error = crate::eval::evaluate(&loaded, &first, classifier, 1).error_rate();
+        assert_eq!(summary["test_error"], error);
+    }
 }

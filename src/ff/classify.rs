@@ -1,4 +1,4 @@
-//! Classification (forward-forward.md §2): by goodness — try every label, add up the scored
+//! Classification (docs/algorithm.md §5): by goodness — try every label, add up the scored
 //! layers' evidence `(G − θ)/T`, take the argmax — or by a linear softmax head on the normalised
 //! activities of the scored layers under a neutral label. Both give per-class scores and
 //! probabilities.
@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ff::error::FfError;
 use crate::ff::kernel;
-use crate::ff::network::{LabelInput, Model, Workspace};
+use crate::ff::model::{LabelInput, Model, Workspace};
 
 /// How a model turns a sample into a class.
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Classifier {
@@ -211,7 +212,7 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ff::network::NetworkConfig;
+    use crate::ff::model::NetworkConfig;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 

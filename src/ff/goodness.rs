@@ -1,5 +1,5 @@
 //! `Goodness`: how a layer scores its activity, and the local loss built on it
-//! (forward-forward.md §1.3–1.6). Positive data should have `G > θ`, negative data `G < θ`.
+//! (docs/algorithm.md §1.3–§1.6). Positive data should have `G > θ`, negative data `G < θ`.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
-//! `FiniteGuard`: the last line of defence that keeps every weight, bias, momentum buffer and
-//! softmax-head parameter finite. Before an update is applied it bounds what the update can
+//! `FiniteGuard` (docs/algorithm.md §8): the last line of defence that keeps every weight,
+//! bias, momentum buffer and softmax-head parameter finite. Before an update is applied it bounds what the update can
 //! produce from a few numbers per layer — the largest `|dL/dz|` and `|input|` of each term —
 //! and running upper bounds on the parameters, so the hot path costs `O(in + out)` per layer
 //! on top of the `O(in · out)` update. Only when a running bound crosses its limit are the

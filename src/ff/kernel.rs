@@ -143,7 +143,7 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 }
 
 /// Writes `x / (sqrt(mean(x²)) + eps)` into `out` and returns the divisor
-/// (forward-forward.md §1.1: RMS normalisation, so `Σ out² ≈ len`).
+/// (docs/algorithm.md §1.1: RMS normalisation, so `Σ out² ≈ len`).
 #[inline]
 pub fn rms_normalise(x: &[f32], eps: f32, out: &mut [f32]) -> f32 {
     debug_assert_eq!(x.len(), out.len());

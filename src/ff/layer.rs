@@ -1,5 +1,5 @@
 //! `Layer`: one fully connected ReLU layer that learns from its own goodness only
-//! (forward-forward.md §1). It sees an RMS-normalised input, computes `h = relu(W x̂ + b)`, and
+//! (docs/algorithm.md §1). It sees an RMS-normalised input, computes `h = relu(W x̂ + b)`, and
 //! updates `W` from `dW = s · 2h ⊗ x̂` with `s = dLoss/dG`. Its input is a constant to it: no
 //! gradient ever leaves the layer.
 

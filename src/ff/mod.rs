@@ -14,38 +14,53 @@
 //!     let outcome = trainer.learn(&x, label, false).unwrap();
 //!     if outcome.sleep_due { trainer.sleep(); }
 //! }
+//! trainer.settle(); // apply the last sample's update before reading the weights
 //! let scores = trainer.model().classify(&[1.0, 0.0, 1.0, 0.0], Classifier::Goodness).unwrap();
 //! assert_eq!(scores.probabilities.len(), 2);
 //! ```
 //!
 //! Layout: `kernel` (dot products, row updates), `goodness` (`G`, `p`, loss), `layer` (one FF
 //! layer and its local update), `optimiser` (momentum, decay, peer normalisation, lr schedule),
-//! `network` (`Model`, label embedding, `Workspace`), `classify` (goodness and softmax
-//! classification), `negatives`, `replay`, `schedule`, `trainer`, `guard` (refuses an update
-//! that could make a parameter non-finite), `state` (a trainer's resumable state).
+//! `model` (`Model`, label embedding, `Workspace`), `classify` (goodness and softmax
+//! classification), `negatives`, `replay`, `schedule`, `trainer` (the `Trainer` and its
+//! `TrainConfig`), `average` (the weight average that is evaluated and served), `guard` (refuses
+//! an update that could make a parameter non-finite), `state` (a trainer's resumable state),
+//! `short_float` (prints `f32` config values as written).
+//!
+//! # One name per parameter
+//! The config structs (`NetworkConfig`, `TrainConfig` with its flattened `OptimiserConfig`,
+//! `AverageConfig`) are the only declaration of each hyper-parameter: serde reads them as the
+//! `[network]`, `[train]` and `[average]` sections of `ffd serve`'s configuration (and its
+//! `FFD_SECTION__KEY` variables), and clap turns the same fields into `ffd train`'s flags
+//! (`--key`, `_` → `-`); each default is the struct's `Default`. The clap derives sit behind
+//! `cfg_attr(feature = "cli", ...)`: the `cli` feature (on by default) builds the command line,
+//! and without it the engine compiles with ndarray, rand and serde only.
 
+pub mod average;
 pub mod classify;
 pub mod error;
 pub mod goodness;
 mod guard;
 pub mod kernel;
 pub mod layer;
+pub mod model;
 pub mod negatives;
-pub mod network;
 pub mod optimiser;
 pub mod replay;
 pub mod schedule;
+pub mod short_float;
 pub mod state;
 pub mod trainer;
 
+pub use average::{AverageConfig, WeightAverage};
 pub use classify::{Classifier, Scores, SoftmaxHead};
 pub use error::FfError;
 pub use goodness::{Goodness, Polarity};
 pub use layer::Layer;
+pub use model::{LabelPlacement, Model, NetworkConfig, Workspace};
 pub use negatives::NegativeStrategy;
-pub use network::{LabelPlacement, Model, NetworkConfig, Workspace};
 pub use optimiser::{LrSchedule, OptimiserConfig};
 pub use replay::ReplayBuffer;
-pub use schedule::{ScheduleConfig, ScheduleMode, SleepScheduler};
+pub use schedule::{ScheduleMode, SleepScheduler};
 pub use state::{RngPosition, TrainerState};
 pub use trainer::{LayerStats, LearnOutcome, SleepReport, TrainConfig, TrainStats, Trainer};

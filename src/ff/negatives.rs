@@ -1,4 +1,4 @@
-//! Negative data (forward-forward.md §2–3): a wrong label for a real sample (`hard`: drawn in
+//! Negative data (docs/algorithm.md §4): a wrong label for a real sample (`hard`: drawn in
 //! proportion to the model's own belief; `random`: uniform), or an unsupervised `hybrid` of two
 //! real samples under a blurred random mask. A negative label is never the true label.
 
@@ -6,6 +6,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// How negative samples are made.
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum NegativeStrategy {

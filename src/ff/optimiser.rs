@@ -1,23 +1,34 @@
 //! The optimiser: SGD with optional heavy-ball momentum, weight decay, a learning-rate schedule,
-//! and Hinton's peer normalisation (forward-forward.md §1). Its state is per layer and local:
+//! and Hinton's peer normalisation (docs/algorithm.md §2). Its state is per layer and local:
 //! nothing here mixes layers.
 
 use serde::{Deserialize, Serialize};
 
 use crate::ff::error::FfError;
+use crate::ff::short_float;
 
 /// How the learning rate changes over training.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LrSchedule {
     /// The same rate forever (the streaming service's choice: a stream has no end).
+    #[default]
     Constant,
     /// Constant for the first `decay_start` fraction of `total_steps`, then linear to zero at
     /// `total_steps` (Hinton's code decays over the second half).
-    LinearDecay { total_steps: u64, decay_start: f32 },
+    LinearDecay {
+        total_steps: u64,
+        #[serde(serialize_with = "short_float::serialize")]
+        decay_start: f32,
+    },
 }
 
 impl LrSchedule {
+    /// Whether the rate never changes (the configuration then leaves `lr_schedule` out).
+    pub fn is_constant(&self) -> bool {
+        *self == LrSchedule::Constant
+    }
+
     /// The multiplier on the base rate after `step` updates.
     pub fn factor(&self, step: u64) -> f32 {
         match *self {
@@ -41,24 +52,40 @@ impl LrSchedule {
     }
 }
 
-/// Hyper-parameters of the per-sample optimiser.
+/// Hyper-parameters of the per-sample optimiser (flattened into `TrainConfig`: `[train]` keys
+/// of `ffd serve`, flags of `ffd train`).
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimiserConfig {
     /// Base learning rate per sample update. Per-sample rates sit ~100× below the batch-100
-    /// rates of Hinton's code (forward-forward.md §7).
+    /// rates of Hinton's code (docs/algorithm.md §9).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = OptimiserConfig::default().lr))]
+    #[serde(serialize_with = "short_float::serialize")]
     pub lr: f32,
-    /// Heavy-ball momentum `β` (`v = βv + g; w −= lr·v`); 0 disables it and its state.
+    /// Heavy-ball momentum β (v = βv + g; w −= lr·v), in [0, 1); 0 disables it and its state.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = OptimiserConfig::default().momentum))]
+    #[serde(serialize_with = "short_float::serialize")]
     pub momentum: f32,
     /// L2 weight decay, applied as part of the gradient.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = OptimiserConfig::default().weight_decay))]
+    #[serde(serialize_with = "short_float::serialize")]
     pub weight_decay: f32,
-    /// Peer-normalisation strength `λ` (0 disables it).
+    /// Peer-normalisation strength λ (0 turns it off).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = OptimiserConfig::default().peer_norm))]
+    #[serde(serialize_with = "short_float::serialize")]
     pub peer_norm: f32,
     /// Per-sample decay of each unit's mean-activity average used by peer normalisation.
     /// 0.999 matches Hinton's 0.9 per batch of 100.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = OptimiserConfig::default().peer_decay))]
+    #[serde(serialize_with = "short_float::serialize")]
     pub peer_decay: f32,
-    /// Learning-rate schedule.
-    pub schedule: LrSchedule,
+    /// Learning-rate schedule. Not a configuration key: only a caller that knows the run's
+    /// length can decay (`ffd train --lr-decay-start`); a stream has no end to decay towards,
+    /// and `ffd serve` refuses anything but constant. Recorded in model files when it decays.
+    #[cfg_attr(feature = "cli", arg(skip))]
+    #[serde(skip_serializing_if = "LrSchedule::is_constant")]
+    pub lr_schedule: LrSchedule,
 }
 
 impl Default for OptimiserConfig {
@@ -69,12 +96,18 @@ impl Default for OptimiserConfig {
             weight_decay: 1e-3,
             peer_norm: 0.03,
             peer_decay: 0.999,
-            schedule: LrSchedule::Constant,
+            lr_schedule: LrSchedule::Constant,
         }
     }
 }
 
 impl OptimiserConfig {
+    /// The learning rate after `samples` updates: the base rate times the schedule's factor.
+    #[inline]
+    pub fn lr_at(&self, samples: u64) -> f32 {
+        self.lr * self.lr_schedule.factor(samples)
+    }
+
     /// Checks every field's range.
     pub fn validate(&self) -> Result<(), FfError> {
         let bad = |key, reason: &str| {
@@ -98,9 +131,9 @@ impl OptimiserConfig {
         if !(0.0..1.0).contains(&self.peer_decay) {
             return bad("peer_decay", "must be in [0, 1)");
         }
-        if let LrSchedule::LinearDecay { decay_start, .. } = self.schedule {
+        if let LrSchedule::LinearDecay { decay_start, .. } = self.lr_schedule {
             if !(0.0..=1.0).contains(&decay_start) {
-                return bad("schedule.decay_start", "must be in [0, 1]");
+                return bad("lr_schedule.decay_start", "must be in [0, 1]");
             }
         }
         Ok(())

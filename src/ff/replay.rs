@@ -1,6 +1,6 @@
 //! `ReplayBuffer`: a bounded ring of recent positive samples. The sleep phase builds its
 //! negatives from it; hybrid negatives draw their second source from it. Storage is allocated
-//! once; pushing copies into it.
+//! once; pushing copies into it (docs/algorithm.md §6).
 
 /// A fixed-capacity ring of `(features, label)` pairs; the oldest entry is overwritten.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,12 +1,12 @@
 //! When to learn from what: `interleaved` (a positive and a negative update per sample, classic
 //! FF) or `sleep` (positive-only "wake" updates online, then an offline "sleep" phase of
-//! negative-only updates built from the replay buffer). Shared by `ffd train` and the service.
+//! negative-only updates built from the replay buffer; docs/algorithm.md §6). Shared by
+//! `ffd train` and the service.
 
 use serde::{Deserialize, Serialize};
 
-use crate::ff::error::FfError;
-
-/// The learning schedule.
+/// The learning schedule (`schedule` in `TrainConfig`, `--schedule` in `ffd train`).
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleMode {
@@ -15,51 +15,6 @@ pub enum ScheduleMode {
     Interleaved,
     /// Positive updates while awake; negative updates from replay while asleep.
     Sleep,
-}
-
-/// Schedule hyper-parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ScheduleConfig {
-    /// Interleaved or wake/sleep.
-    pub mode: ScheduleMode,
-    /// Wake samples between sleeps.
-    pub sleep_every: usize,
-    /// Samples kept for sleep-time negatives.
-    pub replay_capacity: usize,
-    /// Negative updates per sleep; 0 means "as many as wake samples since the last sleep",
-    /// which keeps positive and negative updates balanced.
-    pub negatives_per_sleep: usize,
-}
-
-impl Default for ScheduleConfig {
-    fn default() -> Self {
-        Self {
-            mode: ScheduleMode::Interleaved,
-            sleep_every: 16,
-            replay_capacity: 1024,
-            negatives_per_sleep: 0,
-        }
-    }
-}
-
-impl ScheduleConfig {
-    /// Checks every field's range.
-    pub fn validate(&self) -> Result<(), FfError> {
-        if self.sleep_every == 0 {
-            return Err(FfError::Config {
-                key: "sleep_every",
-                reason: "must be > 0".into(),
-            });
-        }
-        if self.mode == ScheduleMode::Sleep && self.replay_capacity == 0 {
-            return Err(FfError::Config {
-                key: "replay_capacity",
-                reason: "the sleep schedule needs a replay buffer (> 0)".into(),
-            });
-        }
-        Ok(())
-    }
 }
 
 /// Counts wake samples and says when a sleep is due. Time-based triggers belong to the caller

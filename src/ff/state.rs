@@ -2,7 +2,7 @@
 //! optimiser buffers, replay buffer, sleep counter, sample counter and the RNG's position — as
 //! plain values, so a store can write it and a new process can resume from it. No I/O here.
 
-use crate::ff::network::Model;
+use crate::ff::model::Model;
 use crate::ff::optimiser::LayerState;
 
 /// Where a ChaCha random stream stands: its seed, stream id and word position. Restoring the

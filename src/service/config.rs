@@ -1,17 +1,18 @@
 //! `Config`: everything `ffd serve` can be told, in layers — the embedded `config/default.toml`,
 //! then an optional file, then `FFD_<SECTION>__<KEY>` environment variables, then flags (applied
 //! by the caller). Unknown keys are errors; [`Config::validate`] names the key it refuses.
+//!
+//! The engine's sections are the engine's own structs (`[network]` = `ff::NetworkConfig`,
+//! `[train]` = `ff::TrainConfig`, `[average]` = `ff::AverageConfig`), the same ones `ffd train`
+//! reads its flags into: a key, its `FFD_SECTION__KEY` variable and its `--key` flag share one
+//! name. Where the service's defaults depart from the engine's, [`Config::default`] says so.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ff::{
-    Classifier, FfError, LrSchedule, NegativeStrategy, NetworkConfig, OptimiserConfig,
-    ScheduleConfig, ScheduleMode, TrainConfig,
-};
+use crate::ff::{AverageConfig, FfError, NetworkConfig, ScheduleMode, TrainConfig};
 
 /// The embedded default configuration; [`Config::default`] equals it (a test checks).
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -19,7 +20,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "FFD_";
 
-/// Separator of nested keys in an environment variable name (`FFD_SCHEDULE__MODE`).
+/// Separator of nested keys in an environment variable name (`FFD_TRAIN__SCHEDULE`).
 pub const ENV_SEPARATOR: &str = "__";
 
 /// Most points `status.history_points` may keep: a day at one per second, a few MB of JSON.
@@ -92,10 +93,10 @@ pub struct Config {
     pub model_file: Option<PathBuf>,
     /// The network's shape.
     pub network: NetworkConfig,
-    /// Optimiser and classifier.
-    pub train: TrainSection,
-    /// Wake/sleep schedule.
-    pub schedule: ScheduleSection,
+    /// Optimiser, negatives, classifier and the wake/sleep schedule.
+    pub train: TrainConfig,
+    /// The weight average `/classify` serves.
+    pub average: AverageConfig,
     /// The learner thread and its queue.
     pub learner: LearnerSection,
     /// Request limits.
@@ -113,48 +114,6 @@ pub struct Config {
     pub durability: DurabilitySection,
 }
 
-/// `[train]`: the optimiser (with a constant learning rate) and the classifier.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainSection {
-    /// Learning rate per sample update (constant).
-    pub lr: f32,
-    /// Heavy-ball momentum (0: none).
-    pub momentum: f32,
-    /// L2 weight decay.
-    pub weight_decay: f32,
-    /// Peer-normalisation strength (0: off).
-    pub peer_norm: f32,
-    /// Per-sample decay of the mean activities peer normalisation uses.
-    pub peer_decay: f32,
-    /// How `/classify` and the prequential evaluation classify.
-    pub classifier: Classifier,
-    /// Train the softmax head (needed by the softmax classifier).
-    pub train_head: bool,
-    /// Learning rate of the softmax head.
-    pub head_lr: f32,
-    /// Temperature of the softmax that hard negatives are drawn from.
-    pub negative_temperature: f32,
-}
-
-/// `[schedule]`: when the learner sleeps and how it makes negatives.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ScheduleSection {
-    /// `sleep` (wake/sleep) or `interleaved`.
-    pub mode: ScheduleMode,
-    /// Sleep after this many wake samples.
-    pub sleep_every_samples: usize,
-    /// Or after this many seconds with at least one wake sample (0: never by time).
-    pub sleep_every_seconds: f64,
-    /// Recent samples kept for sleep-time negatives.
-    pub replay_size: usize,
-    /// Negative updates per sleep (0: as many as wake samples since the last sleep).
-    pub negatives_per_sleep: usize,
-    /// How negatives are made.
-    pub negatives: NegativeStrategy,
-}
-
 /// `[learner]`: queue size, snapshot cadence, prequential window, shutdown budget.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -169,13 +128,6 @@ pub struct LearnerSection {
     pub prequential_window: usize,
     /// On shutdown: time for in-flight requests and for learning what is queued.
     pub drain_timeout_ms: u64,
-    /// Publish an exponential moving average of the weights instead of the live weights:
-    /// every `average_every_samples` samples, `avg ← decay·avg + (1 − decay)·live`. Per-sample
-    /// SGD at a constant rate leaves the live weights noisy; the average classifies better
-    /// (one MNIST epoch: 4.9 % test error against 10.4 %). 0 publishes the live weights.
-    pub average_decay: f32,
-    /// Samples between updates of the weight average.
-    pub average_every_samples: u64,
     /// Scheduling priority (Unix nice value, 0..=19) of the learner thread. Learning is
     /// throughput work; `/classify` is latency work: on a busy machine a positive value lets
     /// request threads preempt the learner instead of waiting out its time slice.
@@ -240,6 +192,16 @@ pub struct PendingSection {
 }
 
 impl Default for Config {
+    /// The engine's defaults (which `ffd train` keeps), except for these departures — the only
+    /// place where the service and `ffd train` differ by default:
+    /// - `train.schedule = sleep` (`ffd train`: interleaved): wake/sleep is the point of a
+    ///   streaming learner;
+    /// - `train.sleep_every_seconds = 5` (`ffd train`: 0): a slow stream still sleeps;
+    /// - `average.average_decay = 0.98` (`ffd train`: 0, off): per-sample SGD at a constant rate
+    ///   leaves the live weights noisy and the average classifies better (one MNIST epoch:
+    ///   4.9 % test error against 10.4 %);
+    /// - the learning rate is constant (`ffd train` decays it, `--lr-decay-start`): a stream has
+    ///   no end to decay towards.
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -247,8 +209,15 @@ impl Default for Config {
             log_format: LogFormat::Text,
             model_file: None,
             network: NetworkConfig::default(),
-            train: TrainSection::default(),
-            schedule: ScheduleSection::default(),
+            train: TrainConfig {
+                schedule: ScheduleMode::Sleep,
+                sleep_every_seconds: 5.0,
+                ..TrainConfig::default()
+            },
+            average: AverageConfig {
+                average_decay: 0.98,
+                ..AverageConfig::default()
+            },
             learner: LearnerSection::default(),
             http: HttpSection::default(),
             pending: PendingSection::default(),
@@ -256,40 +225,6 @@ impl Default for Config {
             auth: AuthSection::default(),
             data_dir: PathBuf::from("ffd-data"),
             durability: DurabilitySection::default(),
-        }
-    }
-}
-
-impl Default for TrainSection {
-    fn default() -> Self {
-        let opt = OptimiserConfig::default();
-        let train = TrainConfig::default();
-        Self {
-            lr: opt.lr,
-            momentum: opt.momentum,
-            weight_decay: opt.weight_decay,
-            peer_norm: opt.peer_norm,
-            peer_decay: opt.peer_decay,
-            classifier: train.classifier,
-            train_head: train.train_head,
-            head_lr: train.head_lr,
-            negative_temperature: train.negative_temperature,
-        }
-    }
-}
-
-impl Default for ScheduleSection {
-    fn default() -> Self {
-        let engine = ScheduleConfig::default();
-        Self {
-            // The service departs from the engine's default (interleaved): wake/sleep is the
-            // point of a streaming learner, and every 16 samples was measured best.
-            mode: ScheduleMode::Sleep,
-            sleep_every_samples: engine.sleep_every,
-            sleep_every_seconds: 5.0,
-            replay_size: engine.replay_capacity,
-            negatives_per_sleep: engine.negatives_per_sleep,
-            negatives: TrainConfig::default().negatives,
         }
     }
 }
@@ -302,8 +237,6 @@ impl Default for LearnerSection {
             snapshot_every_ms: 250,
             prequential_window: 1000,
             drain_timeout_ms: 10_000,
-            average_decay: 0.98,
-            average_every_samples: 100,
             nice: 10,
         }
     }
@@ -355,7 +288,7 @@ impl Default for StatusSection {
 
 impl Config {
     /// Loads the layers: the embedded default, then `file` (if any), then every `FFD_*`
-    /// variable of `env` (`FFD_LISTEN`, `FFD_SCHEDULE__MODE`, ...: the name after the prefix,
+    /// variable of `env` (`FFD_LISTEN`, `FFD_TRAIN__SCHEDULE`, ...: the name after the prefix,
     /// lower-cased, with `__` between nested keys; the value is read as TOML — a number, a
     /// boolean, an array — or taken as a string when it is not TOML). Flags are the caller's:
     /// set the fields, then call [`Config::validate`].
@@ -414,17 +347,22 @@ impl Config {
         };
         self.network
             .validate()
-            .map_err(|e| engine_key("network", e))?;
-        self.train_config()
+            .map_err(|e| engine_error("network", e))?;
+        self.train
             .validate()
-            .map_err(|e| engine_key("train", e))?;
-        let s = &self.schedule;
-        if !(s.sleep_every_seconds.is_finite() && s.sleep_every_seconds >= 0.0) {
+            .map_err(|e| engine_error("train", e))?;
+        if self.train.batch_size != 1 {
+            return invalid("train.batch_size", "must be 1: a stream learns per sample");
+        }
+        if !self.train.optimiser.lr_schedule.is_constant() {
             return invalid(
-                "schedule.sleep_every_seconds",
-                "must be a finite number >= 0",
+                "train.lr_schedule",
+                "must be constant: a stream has no end to decay towards",
             );
         }
+        self.average
+            .validate()
+            .map_err(|e| engine_error("average", e))?;
         let l = &self.learner;
         if l.queue_capacity == 0 {
             return invalid("learner.queue_capacity", "must be > 0");
@@ -437,12 +375,6 @@ impl Config {
         }
         if l.prequential_window == 0 {
             return invalid("learner.prequential_window", "must be > 0");
-        }
-        if !(0.0..1.0).contains(&l.average_decay) {
-            return invalid("learner.average_decay", "must be in [0, 1)");
-        }
-        if l.average_every_samples == 0 {
-            return invalid("learner.average_every_samples", "must be > 0");
         }
         if !(0..=19).contains(&l.nice) {
             return invalid("learner.nice", "must be in 0..=19");
@@ -506,46 +438,10 @@ impl Config {
         Ok(())
     }
 
-    /// The engine's training configuration: `[train]` and `[schedule]` with a constant learning
-    /// rate.
-    pub fn train_config(&self) -> TrainConfig {
-        let t = &self.train;
-        let s = &self.schedule;
-        TrainConfig {
-            optimiser: OptimiserConfig {
-                lr: t.lr,
-                momentum: t.momentum,
-                weight_decay: t.weight_decay,
-                peer_norm: t.peer_norm,
-                peer_decay: t.peer_decay,
-                schedule: LrSchedule::Constant,
-            },
-            negatives: s.negatives,
-            schedule: ScheduleConfig {
-                mode: s.mode,
-                sleep_every: s.sleep_every_samples,
-                replay_capacity: s.replay_size,
-                negatives_per_sleep: s.negatives_per_sleep,
-            },
-            classifier: t.classifier,
-            train_head: t.train_head,
-            head_lr: t.head_lr,
-            negative_temperature: t.negative_temperature,
-            // A stream updates per sample.
-            batch_size: 1,
-        }
-    }
-
     /// The configuration as TOML (what `--print-config` shows). Fails only on a `model_file`
     /// path that is not UTF-8 (which [`Config::validate`] refuses).
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         toml::to_string(self)
-    }
-
-    /// `schedule.sleep_every_seconds` as a duration; `None` when time-based sleep is off.
-    pub fn sleep_interval(&self) -> Option<Duration> {
-        let secs = self.schedule.sleep_every_seconds;
-        (secs > 0.0).then(|| Duration::from_secs_f64(secs))
     }
 }
 
@@ -646,18 +542,13 @@ impl DurabilitySection {
     }
 }
 
-/// Maps an engine config error to the service's key names.
-fn engine_key(section: &str, e: FfError) -> ConfigError {
+/// An engine config error as the service's: the engine's key is the section's key.
+fn engine_error(section: &str, e: FfError) -> ConfigError {
     match e {
-        FfError::Config { key, reason } => {
-            let key = match key {
-                "sleep_every" => "schedule.sleep_every_samples".to_owned(),
-                "replay_capacity" => "schedule.replay_size".to_owned(),
-                "negatives" => "schedule.negatives".to_owned(),
-                other => format!("{section}.{other}"),
-            };
-            ConfigError::Invalid { key, reason }
-        }
+        FfError::Config { key, reason } => ConfigError::Invalid {
+            key: format!("{section}.{key}"),
+            reason,
+        },
         other => ConfigError::Invalid {
             key: section.into(),
             reason: other.to_string(),
@@ -737,10 +628,7 @@ mod tests {
         let loaded = Config::load(None, NO_ENV).expect("loads");
         assert_eq!(loaded, Config::default());
         loaded.validate().expect("the defaults are valid");
-        assert_eq!(
-            loaded.train_config().optimiser.schedule,
-            LrSchedule::Constant
-        );
+        assert!(loaded.train.optimiser.lr_schedule.is_constant());
     }
 
     #[test]
@@ -760,20 +648,20 @@ mod tests {
         let path = dir.path().join("ffd.toml");
         std::fs::write(
             &path,
-            "listen = \"0.0.0.0:9000\"\n[schedule]\nsleep_every_samples = 8\n[network]\nhidden = [64]\n",
+            "listen = \"0.0.0.0:9000\"\n[train]\nsleep_every_samples = 8\n[network]\nhidden = [64]\n",
         )
         .expect("write");
         let env = [
-            ("FFD_SCHEDULE__SLEEP_EVERY_SAMPLES", "4"),
-            ("FFD_SCHEDULE__MODE", "interleaved"),
+            ("FFD_TRAIN__SLEEP_EVERY_SAMPLES", "4"),
+            ("FFD_TRAIN__SCHEDULE", "interleaved"),
             ("FFD_NETWORK__HIDDEN", "[32, 32]"),
             ("FFD_MODEL_FILE", "/tmp/m.safetensors"),
             ("HOME", "/root"),
         ];
         let c = Config::load(Some(&path), env).expect("loads");
         assert_eq!(c.listen, "0.0.0.0:9000".parse().expect("address"));
-        assert_eq!(c.schedule.sleep_every_samples, 4);
-        assert_eq!(c.schedule.mode, ScheduleMode::Interleaved);
+        assert_eq!(c.train.sleep_every_samples, 4);
+        assert_eq!(c.train.schedule, ScheduleMode::Interleaved);
         assert_eq!(c.network.hidden, vec![32, 32]);
         assert_eq!(c.network.inputs, 784, "untouched keys keep their defaults");
         assert_eq!(c.model_file, Some(PathBuf::from("/tmp/m.safetensors")));
@@ -784,12 +672,14 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let err = Config::load(None, [("FFD_SCHEDULE__MODE", "nap")]).expect_err("bad variant");
-        assert!(err.to_string().contains("schedule.mode"), "{err}");
+        let err = Config::load(None, [("FFD_TRAIN__SCHEDULE", "nap")]).expect_err("bad variant");
+        assert!(err.to_string().contains("train.schedule"), "{err}");
         let err = Config::load(None, [("FFD_LISTN", "x")]).expect_err("unknown key");
         assert!(err.to_string().contains("listn"), "{err}");
-        let err = Config::load(None, [("FFD_SCHEDULE__", "x")]).expect_err("empty key");
-        assert!(err.to_string().contains("FFD_SCHEDULE__"), "{err}");
+        let err = Config::load(None, [("FFD_TRAIN__", "x")]).expect_err("empty key");
+        assert!(err.to_string().contains("FFD_TRAIN__"), "{err}");
+        let err = Config::load(None, [("FFD_TRAIN__LRR", "1")]).expect_err("unknown key");
+        assert!(err.to_string().contains("lrr"), "{err}");
 
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("ffd.toml");
@@ -799,13 +689,16 @@ mod tests {
         assert!(err.to_string().contains("ffd.toml"), "{err}");
 
         type Breaker = fn(&mut Config);
-        let cases: [(Breaker, &str); 6] = [
+        let cases: [(Breaker, &str); 9] = [
+            (|c| c.train.batch_size = 4, "train.batch_size"),
+            (|c| c.average.average_decay = 1.0, "average.average_decay"),
+            (|c| c.train.replay_capacity = 0, "train.replay_capacity"),
             (|c| c.learner.queue_capacity = 0, "learner.queue_capacity"),
-            (|c| c.train.lr = -1.0, "train.lr"),
+            (|c| c.train.optimiser.lr = -1.0, "train.lr"),
             (|c| c.network.hidden = vec![], "network.hidden"),
             (
-                |c| c.schedule.sleep_every_samples = 0,
-                "schedule.sleep_every_samples",
+                |c| c.train.sleep_every_samples = 0,
+                "train.sleep_every_samples",
             ),
             (
                 |c| c.http.max_batch_samples = 1 << 20,
@@ -821,6 +714,26 @@ mod tests {
                 other => panic!("{key}: expected Invalid, got {other:?}"),
             }
         }
+    }
+
+    /// `--print-config` and `/v1/model` show floats as written, not widened to `f64`.
+    #[test]
+    fn printed_floats_are_short() {
+        let toml = Config::default().to_toml().expect("serialises");
+        for line in [
+            "lr = 0.0003",
+            "peer_decay = 0.999",
+            "average_decay = 0.98",
+            "eps = 0.00000001",
+        ] {
+            assert!(
+                toml.lines().any(|l| l == line),
+                "{line} missing from:\n{toml}"
+            );
+        }
+        let json = serde_json::to_value(Config::default()).expect("serialises");
+        assert_eq!(json["train"]["lr"].to_string(), "0.0003");
+        assert_eq!(json["train"]["weight_decay"].to_string(), "0.001");
     }
 
     #[test]

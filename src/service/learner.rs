@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::ff::{Model, ScheduleMode, Trainer};
+use crate::ff::{AverageConfig, Model, ScheduleMode, Trainer, WeightAverage};
 use crate::service::checkpointer::{self, CheckpointJob, Checkpointer};
 use crate::service::journal::Journal;
 use crate::service::metrics::{DurabilityMetrics, Metrics, Phase};
@@ -25,7 +25,7 @@ const CHUNK: usize = 64;
 /// Longest the learner waits for work before re-checking its timers.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
-/// The learner's timing knobs (from `[learner]` and `[schedule]`).
+/// The learner's timing knobs (from `[learner]`, `[train]` and `[average]`).
 #[derive(Debug, Clone)]
 pub struct LearnerSettings {
     /// Publish after this many samples since the last publication ...
@@ -38,9 +38,8 @@ pub struct LearnerSettings {
     pub prequential_window: usize,
     /// Nice value of the learner thread.
     pub nice: i32,
-    /// Weight averaging for published snapshots: `(every_samples, decay)`; `None` publishes
-    /// the live weights.
-    pub average: Option<(u64, f32)>,
+    /// Weight averaging for published snapshots (off: the live weights are published).
+    pub average: AverageConfig,
 }
 
 /// What the learner needs for checkpoints and recovery (durability on).
@@ -158,7 +157,7 @@ pub fn spawn(
     let version = snapshots.load().version;
     status.running.store(true, Ordering::Release);
     let learner = Learner {
-        sleep_mode: trainer.config().schedule.mode == ScheduleMode::Sleep,
+        sleep_mode: trainer.config().schedule == ScheduleMode::Sleep,
         trainer,
         queue: Arc::clone(&queue),
         snapshots,
@@ -174,7 +173,6 @@ pub fn spawn(
         last_sleep: now,
         chunk: Counts::default(),
         average: None,
-        since_average: 0,
         checkpoint_at: now,
         since_checkpoint: 0,
         wal_at_checkpoint: 0,
@@ -183,16 +181,17 @@ pub fn spawn(
         durability: None,
     };
     let mut learner = learner;
-    if learner.settings.average.is_some() {
-        let restored = durability.as_mut().and_then(|d| d.average.take());
-        match restored {
-            Some((average, since)) => {
-                learner.average = Some(average);
-                learner.since_average = since;
-            }
-            None => learner.average = Some(learner.trainer.model().clone()),
-        }
+    let restored = durability.as_mut().and_then(|d| d.average.take());
+    learner.trainer.settle();
+    // Range-checked by `Config::validate`; an error here would only turn averaging off.
+    learner.average = match restored {
+        Some((average, since)) => WeightAverage::restore(&learner.settings.average, average, since),
+        None => WeightAverage::new(&learner.settings.average, learner.trainer.model().clone()),
     }
+    .unwrap_or_else(|e| {
+        tracing::error!(error = %e, "weight averaging is off");
+        None
+    });
     learner.durability = durability;
     let thread = std::thread::Builder::new()
         .name("ffd-learner".into())
@@ -264,9 +263,8 @@ struct Learner {
     last_publish: Instant,
     last_sleep: Instant,
     chunk: Counts,
-    /// The averaged model that snapshots publish, and samples since it was last updated.
-    average: Option<Model>,
-    since_average: u64,
+    /// The averaged model that snapshots publish (averaging on).
+    average: Option<WeightAverage>,
     /// When the last checkpoint was handed to the writer, samples learned since, and the WAL
     /// bytes written by then.
     checkpoint_at: Instant,
@@ -334,7 +332,7 @@ impl Learner {
         }
         let started = Instant::now();
         let (inputs, classes) = {
-            let c = self.trainer.model().config();
+            let c = self.trainer.network();
             (c.inputs, c.classes)
         };
         let mut remaining = backlog.remaining;
@@ -428,16 +426,17 @@ impl Learner {
             self.checkpoint_request = self.checkpoint_request.max(r);
         }
         self.flush();
+        self.trainer.settle();
         let job = CheckpointJob {
             checkpoint: Checkpoint {
                 trainer: self.trainer.state(),
-                average: self.average.clone(),
+                average: self.average.as_ref().map(|a| a.model().clone()),
                 counters: Counters {
                     last_seq: self.status.learned_seq(),
                     samples_learned: self.status.samples_learned(),
                     sleep_cycles: self.status.sleep_cycles(),
                     model_version: self.version,
-                    since_average: self.since_average,
+                    since_average: self.average.as_ref().map_or(0, WeightAverage::since_update),
                 },
             },
             request: self.checkpoint_request,
@@ -544,14 +543,11 @@ impl Learner {
         self.unpublished += 1;
         self.since_checkpoint += 1;
         self.dirty = true;
-        if let (Some((every, decay)), Some(average)) =
-            (self.settings.average, self.average.as_mut())
-        {
-            self.since_average += 1;
-            if self.since_average >= every {
-                self.since_average = 0;
+        if let Some(average) = self.average.as_mut() {
+            if average.observe() {
+                self.trainer.settle();
                 // Same configuration by construction: the average started as a copy.
-                if let Err(e) = average.blend_toward(self.trainer.model(), 1.0 - decay) {
+                if let Err(e) = average.update(self.trainer.model()) {
                     tracing::error!(error = %e, "weight averaging failed; serving live weights");
                     self.average = None;
                 }
@@ -626,11 +622,15 @@ impl Learner {
         self.version += 1;
         let stats = self.trainer.take_stats();
         self.metrics.observe_layers(&stats);
+        let model = match &self.average {
+            Some(average) => average.model().clone(),
+            None => {
+                self.trainer.settle();
+                self.trainer.model().clone()
+            }
+        };
         self.snapshots.publish(Snapshot {
-            model: match &self.average {
-                Some(average) => average.clone(),
-                None => self.trainer.model().clone(),
-            },
+            model,
             version: self.version,
             samples_learned: self.status.samples_learned() + self.chunk.learned,
         });

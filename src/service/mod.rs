@@ -153,7 +153,7 @@ impl Service {
                 &mut StdRng::seed_from_u64(config.seed),
             )?,
         };
-        let mut trainer = Trainer::new(model.clone(), config.train_config(), config.seed)?;
+        let mut trainer = Trainer::new(model.clone(), config.train.clone(), config.seed)?;
 
         let metrics = Arc::new(Metrics::new()?);
         let mut queue = LearnQueue::new(config.learner.queue_capacity, metrics.queue_depth.clone());
@@ -241,13 +241,10 @@ impl Service {
         let settings = LearnerSettings {
             snapshot_every_samples: config.learner.snapshot_every_samples,
             snapshot_every: Duration::from_millis(config.learner.snapshot_every_ms),
-            sleep_every: config.sleep_interval(),
+            sleep_every: config.train.sleep_interval(),
             prequential_window: config.learner.prequential_window,
             nice: config.learner.nice,
-            average: (config.learner.average_decay > 0.0).then_some((
-                config.learner.average_every_samples,
-                config.learner.average_decay,
-            )),
+            average: config.average.clone(),
         };
         let learner = learner::spawn(
             trainer,

@@ -81,7 +81,7 @@ pub fn recover(config: &Config, fresh: Trainer) -> Result<Recovered, RecoveryErr
         match checkpoint::read(&path, &config.network) {
             Ok(c) => {
                 trainer =
-                    Trainer::from_state(c.trainer, config.train_config()).map_err(|source| {
+                    Trainer::from_state(c.trainer, config.train.clone()).map_err(|source| {
                         RecoveryError::Incompatible {
                             path: path.clone(),
                             source,

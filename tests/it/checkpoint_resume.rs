@@ -8,8 +8,7 @@ use crate::support;
 use std::path::Path;
 
 use ffd::ff::{
-    Classifier, Model, NetworkConfig, OptimiserConfig, ScheduleConfig, ScheduleMode, TrainConfig,
-    Trainer,
+    Classifier, Model, NetworkConfig, OptimiserConfig, ScheduleMode, TrainConfig, Trainer,
 };
 use ffd::store::checkpoint::{self, Checkpoint, CheckpointError, Counters};
 use rand::rngs::StdRng;
@@ -21,12 +20,9 @@ fn config(momentum: f32) -> TrainConfig {
             momentum,
             ..Default::default()
         },
-        schedule: ScheduleConfig {
-            mode: ScheduleMode::Sleep,
-            sleep_every: 7,
-            replay_capacity: 50,
-            ..Default::default()
-        },
+        schedule: ScheduleMode::Sleep,
+        sleep_every_samples: 7,
+        replay_capacity: 50,
         train_head: true,
         ..Default::default()
     }
@@ -72,6 +68,7 @@ fn restored_trainer_continues_bit_identically() {
         let mut a = Trainer::new(model, config(momentum), 4).expect("valid config");
         // 103 is not a multiple of the sleep period: the sleep counter must be restored too.
         feed(&mut a, 0..103);
+        a.settle();
         let mut average = a.model().clone();
         average.blend_toward(a.model(), 0.5).expect("same config");
         let saved = Checkpoint {
@@ -93,6 +90,8 @@ fn restored_trainer_continues_bit_identically() {
         let pa = feed(&mut a, 103..303);
         let pb = feed(&mut b, 103..303);
         assert_eq!(pa, pb, "momentum {momentum}: same predictions");
+        a.settle();
+        b.settle();
         assert_eq!(
             bits(a.model()),
             bits(b.model()),
@@ -112,6 +111,7 @@ fn restoring_into_a_different_optimiser_is_refused() {
     let model = Model::new(net(), &mut StdRng::seed_from_u64(4)).expect("valid config");
     let mut a = Trainer::new(model, config(0.9), 4).expect("valid config");
     feed(&mut a, 0..10);
+    a.settle();
     let err = Trainer::from_state(a.state(), config(0.0)).expect_err("momentum buffers do not fit");
     assert!(err.to_string().contains("momentum"), "{err}");
 }
@@ -121,6 +121,7 @@ fn damaged_bytes_and_other_networks_are_refused() {
     let model = Model::new(net(), &mut StdRng::seed_from_u64(4)).expect("valid config");
     let mut a = Trainer::new(model, config(0.0), 4).expect("valid config");
     feed(&mut a, 0..20);
+    a.settle();
     let bytes = checkpoint::to_bytes(&Checkpoint {
         trainer: a.state(),
         average: None,

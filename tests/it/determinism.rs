@@ -1,7 +1,7 @@
 //! Same seed and same data order give bit-identical weights; a different seed does not.
 use crate::support;
 
-use ffd::ff::{Model, NetworkConfig, ScheduleConfig, ScheduleMode, TrainConfig, Trainer};
+use ffd::ff::{Model, NetworkConfig, ScheduleMode, TrainConfig, Trainer};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -12,11 +12,8 @@ fn train(seed: u64, mode: ScheduleMode) -> Model {
         ..Default::default()
     };
     let config = TrainConfig {
-        schedule: ScheduleConfig {
-            mode,
-            sleep_every: 7,
-            ..Default::default()
-        },
+        schedule: mode,
+        sleep_every_samples: 7,
         ..Default::default()
     };
     let model = Model::new(net, &mut StdRng::seed_from_u64(seed)).expect("valid config");
@@ -67,8 +64,9 @@ fn deferred_updates_change_nothing() {
         let (x, y) = data.train.sample(i);
         let oa = a.learn(x, y, true).expect("valid sample");
         let ob = b.learn(x, y, true).expect("valid sample");
-        b.model();
+        b.settle();
         assert_eq!(oa, ob, "sample {i}");
     }
+    a.settle();
     assert!(a.model() == b.model());
 }

@@ -4,8 +4,8 @@ use crate::support;
 
 use ffd::eval::evaluate;
 use ffd::ff::{
-    Classifier, LrSchedule, Model, NegativeStrategy, NetworkConfig, ScheduleConfig, ScheduleMode,
-    TrainConfig, Trainer,
+    Classifier, LrSchedule, Model, NegativeStrategy, NetworkConfig, ScheduleMode, TrainConfig,
+    Trainer,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -34,6 +34,7 @@ fn train(config: TrainConfig, epochs: usize) -> f64 {
             }
         }
     }
+    trainer.settle();
     1.0 - evaluate(trainer.model(), &data.test, classifier, 2).error_rate()
 }
 
@@ -50,11 +51,8 @@ fn interleaved_hard_negatives_reach_85_percent() {
 #[test]
 fn sleep_schedule_reaches_80_percent() {
     let config = TrainConfig {
-        schedule: ScheduleConfig {
-            mode: ScheduleMode::Sleep,
-            sleep_every: 16,
-            ..Default::default()
-        },
+        schedule: ScheduleMode::Sleep,
+        sleep_every_samples: 16,
         ..Default::default()
     };
     let accuracy = train(config, 3);

@@ -247,8 +247,8 @@ async fn a_flood_of_delayed_label_ids_stays_bounded() {
 #[tokio::test]
 async fn updates_that_would_overflow_are_refused_and_the_model_keeps_serving() {
     let mut config = small_config();
-    config.train.lr = 1e37;
-    config.learner.average_decay = 0.0;
+    config.train.optimiser.lr = 1e37;
+    config.average.average_decay = 0.0;
     let s = start_server(config).await;
     let features: Vec<f32> = (0..784).map(|i| (i % 7) as f32 / 7.0).collect();
     let classify = json!({ "features": features });

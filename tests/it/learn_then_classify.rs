@@ -23,7 +23,7 @@ fn in_process(config: &ffd::service::Config, data: &ffd::data::idx::Dataset) -> 
         &mut StdRng::seed_from_u64(config.seed),
     )
     .expect("valid config");
-    let mut trainer = Trainer::new(model, config.train_config(), config.seed).expect("valid");
+    let mut trainer = Trainer::new(model, config.train.clone(), config.seed).expect("valid");
     let mut hits = Vec::with_capacity(TRAIN);
     for i in 0..TRAIN {
         let (x, y) = data.sample(i);
@@ -41,9 +41,9 @@ async fn learning_over_http_beats_chance_and_moves_the_metrics() {
     let data = support::mnist_small();
     let mut config = small_config();
     // Only the sample count may trigger sleeps, so the run is comparable with the engine's.
-    config.schedule.sleep_every_seconds = 0.0;
+    config.train.sleep_every_seconds = 0.0;
     // Serve the live weights: this test compares them bit for bit with the engine's.
-    config.learner.average_decay = 0.0;
+    config.average.average_decay = 0.0;
     let (reference, hits) = in_process(&config, &data.train);
     let window = config.learner.prequential_window;
     let server = start_server(config).await;

@@ -6,8 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use ffd::ff::{
-    Classifier, Model, NegativeStrategy, NetworkConfig, ScheduleConfig, ScheduleMode, TrainConfig,
-    Trainer,
+    Classifier, Model, NegativeStrategy, NetworkConfig, ScheduleMode, TrainConfig, Trainer,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -58,11 +57,8 @@ fn learning_allocates_nothing_per_sample() {
             ..Default::default()
         },
         TrainConfig {
-            schedule: ScheduleConfig {
-                mode: ScheduleMode::Sleep,
-                sleep_every: 8,
-                ..Default::default()
-            },
+            schedule: ScheduleMode::Sleep,
+            sleep_every_samples: 8,
             ..Default::default()
         },
         TrainConfig {

@@ -17,7 +17,7 @@ fn print_config_shows_every_layer() {
     let file = dir.path().join("ffd.toml");
     std::fs::write(
         &file,
-        "seed = 7\n[network]\nhidden = [64]\n[schedule]\nmode = \"sleep\"\n",
+        "seed = 7\n[network]\nhidden = [64]\n[train]\nschedule = \"sleep\"\n",
     )
     .expect("write");
     let out = ffd_serve(
@@ -28,7 +28,7 @@ fn print_config_shows_every_layer() {
             "0.0.0.0:9999",
             "--print-config",
         ],
-        &[("FFD_SCHEDULE__MODE", "interleaved"), ("FFD_SEED", "8")],
+        &[("FFD_TRAIN__SCHEDULE", "interleaved"), ("FFD_SEED", "8")],
     )
     .output()
     .expect("ffd runs");
@@ -40,7 +40,7 @@ fn print_config_shows_every_layer() {
     let config: Config = toml::from_str(&String::from_utf8_lossy(&out.stdout)).expect("TOML");
     assert_eq!(config.network.hidden, vec![64], "from the file");
     assert_eq!(
-        config.schedule.mode,
+        config.train.schedule,
         ScheduleMode::Interleaved,
         "env beats the file"
     );
@@ -62,7 +62,7 @@ fn invalid_config_fails_naming_the_key() {
             &[("FFD_LEARNER__QUEUE_CAPACITY", "0")],
             "learner.queue_capacity",
         ),
-        (&[("FFD_SCHEDULE__MODE", "nap")], "schedule.mode"),
+        (&[("FFD_TRAIN__SCHEDULE", "nap")], "train.schedule"),
         (&[("FFD_LISTN", "0.0.0.0:1")], "listn"),
     ];
     for (env, key) in cases {

@@ -1,4 +1,4 @@
-//! Sleep phases happen on schedule: every `sleep_every_samples` wake samples, after
+//! Sleep phases happen on schedule: every `train.sleep_every_samples` wake samples, after
 //! `sleep_every_seconds` with wake samples pending, and on `POST /admin/sleep`. Each sleep
 //! learns as many negatives as wake samples since the last one (`negatives_per_sleep = 0`).
 //! The interleaved schedule never sleeps on its own.
@@ -11,8 +11,8 @@ use ffd::ff::ScheduleMode;
 async fn sleeps_every_n_samples_and_on_request() {
     let data = support::mnist_small();
     let mut config = small_config();
-    config.schedule.sleep_every_samples = 8;
-    config.schedule.sleep_every_seconds = 0.0;
+    config.train.sleep_every_samples = 8;
+    config.train.sleep_every_seconds = 0.0;
     let s = start_server(config).await;
 
     let r = s.post("/learn", &batch_json(&data.train, 0..40)).await;
@@ -20,7 +20,7 @@ async fn sleeps_every_n_samples_and_on_request() {
     let model = s.wait_learned(40).await;
     assert_eq!(model["sleep_cycles"], 5);
     assert_eq!(model["phase"], "wake");
-    assert_eq!(model["schedule"]["mode"], "sleep");
+    assert_eq!(model["schedule"], "sleep");
     let scrape = s.metrics().await;
     assert_eq!(metric(&scrape, "ffd_sleep_cycles_total"), Some(5.0));
     assert_eq!(
@@ -50,8 +50,8 @@ async fn sleeps_every_n_samples_and_on_request() {
 async fn sleeps_after_sleep_every_seconds_with_pending_wake_samples() {
     let data = support::mnist_small();
     let mut config = small_config();
-    config.schedule.sleep_every_samples = 1_000;
-    config.schedule.sleep_every_seconds = 0.2;
+    config.train.sleep_every_samples = 1_000;
+    config.train.sleep_every_seconds = 0.2;
     let s = start_server(config).await;
 
     let r = s.post("/learn", &batch_json(&data.train, 0..3)).await;
@@ -70,9 +70,9 @@ async fn sleeps_after_sleep_every_seconds_with_pending_wake_samples() {
 async fn interleaved_schedule_does_not_sleep() {
     let data = support::mnist_small();
     let mut config = small_config();
-    config.schedule.mode = ScheduleMode::Interleaved;
-    config.schedule.sleep_every_samples = 8;
-    config.schedule.sleep_every_seconds = 0.001;
+    config.train.schedule = ScheduleMode::Interleaved;
+    config.train.sleep_every_samples = 8;
+    config.train.sleep_every_seconds = 0.001;
     let s = start_server(config).await;
 
     // Several requests, each learned before the next: well past both triggers.
@@ -85,6 +85,6 @@ async fn interleaved_schedule_does_not_sleep() {
     }
     let model = s.model().await;
     assert_eq!(model["sleep_cycles"], 0);
-    assert_eq!(model["schedule"]["mode"], "interleaved");
+    assert_eq!(model["schedule"], "interleaved");
     s.shutdown().await.expect("clean shutdown");
 }

@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::service::config::{Config, ScheduleSection};
+use crate::ff::ScheduleMode;
+use crate::service::config::Config;
 use crate::service::http::error::{ApiError, ErrorBody};
 use crate::service::http::openapi::TAG_HEALTH;
 use crate::service::http::AppState;
@@ -61,9 +62,10 @@ pub struct ModelInfo<'a> {
     pub inputs: usize,
     /// Number of classes.
     pub classes: usize,
-    /// The wake/sleep schedule (`[schedule]` of the configuration).
-    #[schema(value_type = Object)]
-    pub schedule: &'a ScheduleSection,
+    /// The learning schedule, `sleep` or `interleaved` (`train.schedule` of the configuration,
+    /// which holds the rest of the schedule's keys).
+    #[schema(value_type = String, example = "sleep")]
+    pub schedule: ScheduleMode,
     /// `wake` or `sleep`.
     #[schema(example = "wake")]
     pub phase: &'static str,
@@ -107,7 +109,7 @@ pub async fn model(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Ap
         layer_sizes: net.widths(),
         inputs: net.inputs,
         classes: net.classes,
-        schedule: &state.config.schedule,
+        schedule: state.config.train.schedule,
         phase: status.phase().as_str(),
         paused: state.queue.is_paused(),
         learner_running: status.is_running(),

@@ -80,7 +80,7 @@ pub async fn status_json(State(state): State<Arc<AppState>>) -> Json<StatusRespo
         layer_sizes: net.widths(),
         inputs: net.inputs,
         classes: net.classes,
-        schedule: state.config.schedule.mode,
+        schedule: state.config.train.schedule,
         phase: status.phase().as_str(),
         paused: state.queue.is_paused(),
         samples_learned: status.samples_learned(),

@@ -2,166 +2,34 @@
 //! interleaved (positive and negative update) or wake (positive only, sample kept for replay) —
 //! and the sleep phase (negative updates from the replay buffer). Every update is local to its
 //! layer; nothing crosses layers. Same seed and same data order give bit-identical weights.
+//!
+//! Files: this one holds the `Trainer` and its public steps (`learn`, `sleep`, `settle`,
+//! resume); `config` what it is told; `stats` what it reports; `step` one step's forward
+//! passes, negative choice and guarded staging; `pending` the update applied inside the next
+//! forward pass; `batch` mini-batch gradient sums.
+
+mod batch;
+mod config;
+mod pending;
+mod stats;
+mod step;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
-use serde::{Deserialize, Serialize};
 
-use crate::ff::classify::{argmax, Classifier};
 use crate::ff::error::FfError;
-use crate::ff::goodness::Polarity;
 use crate::ff::guard::{max_abs, FiniteGuard};
-use crate::ff::kernel;
-use crate::ff::layer::Term;
-use crate::ff::negatives::{self, HybridMask, NegativeStrategy};
-use crate::ff::network::{forward_rows, Frozen, LabelInput, Model, Rows, Workspace};
-use crate::ff::optimiser::{LayerState, OptimiserConfig};
+use crate::ff::model::{Model, NetworkConfig, Workspace};
+use crate::ff::negatives::{HybridMask, NegativeStrategy};
+use crate::ff::optimiser::{LayerState, LrSchedule};
 use crate::ff::replay::ReplayBuffer;
-use crate::ff::schedule::{ScheduleConfig, ScheduleMode, SleepScheduler};
+use crate::ff::schedule::{ScheduleMode, SleepScheduler};
 use crate::ff::state::{RngPosition, TrainerState};
 
-/// Training hyper-parameters beyond the network's shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainConfig {
-    /// Optimiser for the FF layers.
-    pub optimiser: OptimiserConfig,
-    /// How negatives are made.
-    pub negatives: NegativeStrategy,
-    /// Interleaved or wake/sleep.
-    pub schedule: ScheduleConfig,
-    /// Classifier whose probabilities drive hard negatives and predictions.
-    pub classifier: Classifier,
-    /// Train the softmax head on positive samples (needed for `Classifier::Softmax`).
-    pub train_head: bool,
-    /// Learning rate of the softmax head.
-    pub head_lr: f32,
-    /// Hard negatives are drawn from `softmax(scores / τ)`; goodness scores are sums of
-    /// per-layer logits `(G − θ)/T` and very peaked at `τ = 1`, which would always pick the
-    /// single strongest competitor.
-    pub negative_temperature: f32,
-    /// Samples whose gradients are summed before one update (offline training only). 1, the
-    /// default and the streaming path, updates after every sample.
-    pub batch_size: usize,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            optimiser: OptimiserConfig::default(),
-            negatives: NegativeStrategy::Hard,
-            schedule: ScheduleConfig::default(),
-            classifier: Classifier::Goodness,
-            train_head: false,
-            head_lr: 1e-3,
-            negative_temperature: 1.0,
-            batch_size: 1,
-        }
-    }
-}
-
-impl TrainConfig {
-    /// Checks every field, and that the parts fit together.
-    pub fn validate(&self) -> Result<(), FfError> {
-        self.optimiser.validate()?;
-        self.schedule.validate()?;
-        if !(self.negative_temperature.is_finite() && self.negative_temperature > 0.0) {
-            return Err(FfError::Config {
-                key: "negative_temperature",
-                reason: "must be a finite number > 0".into(),
-            });
-        }
-        if self.batch_size == 0 {
-            return Err(FfError::Config {
-                key: "batch_size",
-                reason: "must be >= 1".into(),
-            });
-        }
-        if !(self.head_lr.is_finite() && self.head_lr > 0.0) {
-            return Err(FfError::Config {
-                key: "head_lr",
-                reason: "must be a finite number > 0".into(),
-            });
-        }
-        if self.negatives == NegativeStrategy::Hybrid && self.classifier == Classifier::Goodness {
-            return Err(FfError::Config {
-                key: "classifier",
-                reason: "hybrid negatives train without labels; classify with the softmax head"
-                    .into(),
-            });
-        }
-        if self.classifier == Classifier::Softmax && !self.train_head {
-            return Err(FfError::Config {
-                key: "train_head",
-                reason: "the softmax classifier needs a trained head".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Running statistics of one layer since the last [`Trainer::take_stats`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct LayerStats {
-    pub positive_goodness_sum: f64,
-    pub positive_count: u64,
-    pub negative_goodness_sum: f64,
-    pub negative_count: u64,
-    pub loss_sum: f64,
-}
-
-impl LayerStats {
-    /// Mean goodness on positive data (NaN when none was seen).
-    pub fn positive_goodness(&self) -> f64 {
-        self.positive_goodness_sum / self.positive_count as f64
-    }
-    /// Mean goodness on negative data (NaN when none was seen).
-    pub fn negative_goodness(&self) -> f64 {
-        self.negative_goodness_sum / self.negative_count as f64
-    }
-    /// Mean loss per update of this layer.
-    pub fn loss(&self) -> f64 {
-        self.loss_sum / (self.positive_count + self.negative_count) as f64
-    }
-}
-
-/// Training statistics since the last [`Trainer::take_stats`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct TrainStats {
-    pub layers: Vec<LayerStats>,
-    pub head_loss_sum: f64,
-    pub head_count: u64,
-}
-
-/// What one call to [`Trainer::learn`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LearnOutcome {
-    /// The class the model predicted *before* learning the sample (test-then-train), when asked.
-    pub predicted: Option<usize>,
-    /// The wake phase has run its course: call [`Trainer::sleep`].
-    pub sleep_due: bool,
-    /// The update was refused because it could have made a parameter non-finite (see
-    /// `ff::guard`): the model, the optimiser state and the replay buffer are as before the
-    /// call, and the sample does not count as learned.
-    pub refused: bool,
-}
-
-/// What one sleep phase did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SleepReport {
-    /// Negative updates applied.
-    pub negatives: usize,
-    /// Negative updates refused because they could have made a parameter non-finite.
-    pub refused: usize,
-}
-
-/// Which slots of the workspace one step learns from.
-struct Slots {
-    positive: Option<usize>,
-    negative: Option<usize>,
-    neutral: Option<usize>,
-    predicted: Option<usize>,
-}
+pub use config::TrainConfig;
+use pending::Pending;
+pub use stats::{LayerStats, LearnOutcome, SleepReport, TrainStats};
+use step::Step;
 
 /// Owns a model and everything needed to train it: optimiser state, RNG, scratch memory,
 /// replay buffer and sleep scheduler.
@@ -213,9 +81,9 @@ impl Trainer {
             .collect();
         let guard = FiniteGuard::new(model.layers(), &states, &model.head);
         let mean_backup = states.iter().map(|s| s.mean_activity.clone()).collect();
-        let replay_capacity = match (config.schedule.mode, config.negatives) {
+        let replay_capacity = match (config.schedule, config.negatives) {
             (ScheduleMode::Sleep, _) | (_, NegativeStrategy::Hybrid) => {
-                config.schedule.replay_capacity.max(1)
+                config.replay_capacity.max(1)
             }
             _ => 0,
         };
@@ -224,7 +92,7 @@ impl Trainer {
             cur: 0,
             pending: None,
             replay: ReplayBuffer::new(ncfg.inputs, replay_capacity),
-            scheduler: SleepScheduler::new(config.schedule.sleep_every),
+            scheduler: SleepScheduler::new(config.sleep_every_samples),
             mask: HybridMask::for_inputs(ncfg.inputs),
             hybrid: vec![0.0; ncfg.inputs],
             mask_buf: vec![0.0; ncfg.inputs],
@@ -254,16 +122,35 @@ impl Trainer {
         })
     }
 
-    /// The model being trained, with every learned sample applied.
-    pub fn model(&mut self) -> &Model {
-        self.flush();
+    /// Applies every learned sample's update that is still pending (the latest sample's, see
+    /// [`Pending`]; a partial mini-batch), so that [`Trainer::model`], [`Trainer::state`] and
+    /// [`Trainer::layer_states`] see all of them. Cheap when nothing is pending; call it before
+    /// reading the weights, not after every sample (that would forgo the fused update).
+    pub fn settle(&mut self) {
+        self.apply_pending();
+    }
+
+    /// Whether every learned sample's update is applied (true right after [`Trainer::settle`]).
+    pub fn is_settled(&self) -> bool {
+        self.pending.is_none() && self.batch_count == 0
+    }
+
+    /// The model being trained, as of the last [`Trainer::settle`]: call that first, or the
+    /// latest sample's update may be missing (debug builds check).
+    pub fn model(&self) -> &Model {
+        debug_assert!(self.is_settled(), "Trainer::model read before settle()");
         &self.model
     }
 
-    /// A copy of everything this trainer would need to continue exactly where it is (applies
-    /// the pending update first, as [`Trainer::model`] does).
-    pub fn state(&mut self) -> TrainerState {
-        self.flush();
+    /// The network's shape (needs no settling: updates never change it).
+    pub fn network(&self) -> &NetworkConfig {
+        self.model.config()
+    }
+
+    /// A copy of everything this trainer would need to continue exactly where it is. Call
+    /// [`Trainer::settle`] first (debug builds check).
+    pub fn state(&self) -> TrainerState {
+        debug_assert!(self.is_settled(), "Trainer::state read before settle()");
         let mut replay_features = Vec::with_capacity(self.replay.len() * self.model.config.inputs);
         let mut replay_labels = Vec::with_capacity(self.replay.len());
         for (x, y) in self.replay.iter() {
@@ -352,7 +239,7 @@ impl Trainer {
 
     /// Takes the model out, ending training.
     pub fn into_model(mut self) -> Model {
-        self.flush();
+        self.settle();
         self.model
     }
 
@@ -361,9 +248,13 @@ impl Trainer {
         &self.config
     }
 
-    /// Per-layer optimiser state (momentum buffers, mean activities).
-    pub fn layer_states(&mut self) -> &[LayerState] {
-        self.flush();
+    /// Per-layer optimiser state (momentum buffers, mean activities), as of the last
+    /// [`Trainer::settle`] (debug builds check).
+    pub fn layer_states(&self) -> &[LayerState] {
+        debug_assert!(
+            self.is_settled(),
+            "Trainer::layer_states read before settle()"
+        );
         &self.states
     }
 
@@ -378,13 +269,13 @@ impl Trainer {
     }
 
     /// Sets the learning-rate schedule (e.g. once the number of training steps is known).
-    pub fn set_lr_schedule(&mut self, schedule: crate::ff::optimiser::LrSchedule) {
-        self.config.optimiser.schedule = schedule;
+    pub fn set_lr_schedule(&mut self, schedule: LrSchedule) {
+        self.config.optimiser.lr_schedule = schedule;
     }
 
     /// Whether a sleep phase is due (sleep schedule only).
     pub fn sleep_due(&self) -> bool {
-        self.config.schedule.mode == ScheduleMode::Sleep && self.scheduler.due()
+        self.config.schedule == ScheduleMode::Sleep && self.scheduler.due()
     }
 
     /// Wake samples since the last sleep.
@@ -423,8 +314,13 @@ impl Trainer {
         label: usize,
         predict: bool,
     ) -> LearnOutcome {
-        let interleaved = self.config.schedule.mode == ScheduleMode::Interleaved;
-        let slots = self.prepare(features, label, true, interleaved, predict);
+        let interleaved = self.config.schedule == ScheduleMode::Interleaved;
+        let step = if interleaved {
+            Step::Interleaved
+        } else {
+            Step::Wake
+        };
+        let slots = self.prepare(features, label, step, predict);
         // The head's step is checked first and applied only if the layers' update is too, so
         // a refused sample changes nothing anywhere.
         let mut head_step = None;
@@ -474,7 +370,7 @@ impl Trainer {
     /// The sleep phase: negative-only updates built from the replay buffer with the current
     /// model, the most recent samples first in line. Resets the wake counter.
     pub fn sleep(&mut self) -> SleepReport {
-        let wanted = match self.config.schedule.negatives_per_sleep {
+        let wanted = match self.config.negatives_per_sleep {
             0 => self.scheduler.since_sleep(),
             n => n,
         };
@@ -491,7 +387,7 @@ impl Trainer {
                 None => continue,
             };
             let features = std::mem::take(&mut self.replayed);
-            let slots = self.prepare(&features, label, false, true, false);
+            let slots = self.prepare(&features, label, Step::Sleep, false);
             self.replayed = features;
             if !self.stage(&slots, true) {
                 refused += 1;
@@ -503,392 +399,14 @@ impl Trainer {
             refused,
         }
     }
-
-    /// Runs the forward passes a step needs and picks the negative. The first pass also applies
-    /// the previous sample's pending update (see [`Pending`]).
-    fn prepare(
-        &mut self,
-        x: &[f32],
-        y: usize,
-        positive: bool,
-        negative: bool,
-        predict: bool,
-    ) -> Slots {
-        let classes = self.model.config().classes;
-        if self.pending.is_some() {
-            self.cur ^= 1;
-        }
-        self.ws[self.cur].clear();
-
-        if self.config.negatives == NegativeStrategy::Hybrid {
-            // Unsupervised: both passes carry the neutral label; the negative mixes `x` with
-            // another real sample from the replay buffer (or itself, before any exists).
-            self.forward(0, x, &[LabelInput::Neutral]);
-            let predicted = predict.then(|| {
-                let ws = &mut self.ws[self.cur];
-                self.model.head_scores(ws, 0);
-                argmax(&ws.scores)
-            });
-            let mut negative_slot = None;
-            if negative {
-                let other = if self.replay.is_empty() {
-                    x
-                } else {
-                    let i = rand::Rng::gen_range(&mut self.rng, 0..self.replay.len());
-                    self.replay.recent(i).map_or(x, |r| r.0)
-                };
-                self.mask.draw(&mut self.rng, &mut self.mask_buf);
-                negatives::mix(&self.mask_buf, x, other, &mut self.hybrid);
-                let hybrid = std::mem::take(&mut self.hybrid);
-                self.forward(1, &hybrid, &[LabelInput::Neutral]);
-                self.hybrid = hybrid;
-                negative_slot = Some(1);
-            }
-            return Slots {
-                positive: positive.then_some(0),
-                negative: negative_slot,
-                neutral: positive.then_some(0),
-                predicted,
-            };
-        }
-
-        let (classifier, strategy) = (self.config.classifier, self.config.negatives);
-        let wants_probs = predict || (negative && strategy == NegativeStrategy::Hard);
-        let all_labels = wants_probs && classifier == Classifier::Goodness;
-        let neutral_needed = (positive && self.config.train_head)
-            || (wants_probs && classifier == Classifier::Softmax);
-        if all_labels {
-            let mut labels = std::mem::take(&mut self.ws[self.cur].labels);
-            labels.clear();
-            labels.extend((0..classes).map(LabelInput::Class));
-            self.forward(0, x, &labels);
-            self.ws[self.cur].labels = labels;
-            self.model.goodness_scores(&mut self.ws[self.cur], 0);
-        }
-        let neutral = neutral_needed.then(|| {
-            let slot = self.ws[self.cur].slots;
-            self.forward(0, x, &[LabelInput::Neutral]);
-            if classifier == Classifier::Softmax && wants_probs {
-                self.model.head_scores(&mut self.ws[self.cur], slot);
-            }
-            slot
-        });
-        let predicted = predict.then(|| argmax(&self.ws[self.cur].scores));
-        let positive_slot = positive.then(|| self.slot_for(all_labels, x, y));
-        let negative_slot = negative.then(|| {
-            let wrong = match strategy {
-                NegativeStrategy::Hard => {
-                    let ws = &mut self.ws[self.cur];
-                    if self.config.negative_temperature != 1.0 {
-                        let t = self.config.negative_temperature;
-                        for (p, &s) in ws.probs.iter_mut().zip(&ws.scores) {
-                            *p = s / t;
-                        }
-                        crate::ff::classify::softmax_in_place(&mut ws.probs);
-                    }
-                    negatives::hard_wrong_label(&ws.probs, y, &mut self.rng)
-                }
-                _ => negatives::random_wrong_label(classes, y, &mut self.rng),
-            };
-            self.slot_for(all_labels, x, wrong)
-        });
-        Slots {
-            positive: positive_slot,
-            negative: negative_slot,
-            neutral,
-            predicted,
-        }
-    }
-
-    /// The slot holding `x` with `label`: already there after an all-labels pass, else a pass.
-    fn slot_for(&mut self, all_labels: bool, x: &[f32], label: usize) -> usize {
-        if all_labels {
-            label
-        } else {
-            let slot = self.ws[self.cur].slots;
-            self.forward(0, x, &[LabelInput::Class(label)]);
-            slot
-        }
-    }
-
-    /// One forward pass into the current workspace. If an update is pending, it is applied
-    /// row by row inside this pass, each row just before the pass reads it.
-    fn forward(&mut self, group: usize, x: &[f32], labels: &[LabelInput]) {
-        let (first, second) = self.ws.split_at_mut(1);
-        let (cur, prev) = if self.cur == 0 {
-            (&mut first[0], &second[0])
-        } else {
-            (&mut second[0], &first[0])
-        };
-        match self.pending.take() {
-            Some(pending) => {
-                let mut rows = Updating {
-                    layers: &mut self.model.layers,
-                    states: &mut self.states,
-                    optimiser: &self.config.optimiser,
-                    ws: prev,
-                    pending,
-                };
-                forward_rows(&self.model.config, &mut rows, cur, group, x, labels);
-            }
-            None => forward_rows(
-                &self.model.config,
-                &mut Frozen(&self.model.layers),
-                cur,
-                group,
-                x,
-                labels,
-            ),
-        }
-    }
-
-    /// Computes each layer's local gradient for the chosen slots and leaves the update pending
-    /// (or adds it to the mini-batch). Returns `false`, with everything as before the call, if
-    /// `head_ok` is false or the guard finds the update could make a parameter non-finite.
-    fn stage(&mut self, slots: &Slots, head_ok: bool) -> bool {
-        debug_assert!(self.pending.is_none());
-        let lr = self.config.optimiser.lr * self.config.optimiser.schedule.factor(self.samples);
-        for (backup, state) in self.mean_backup.iter_mut().zip(&self.states) {
-            backup.copy_from_slice(&state.mean_activity);
-        }
-        self.stats_backup.clone_from_slice(&self.stats.layers);
-        let opt = &self.config.optimiser;
-        let ws = &mut self.ws[self.cur];
-        let model = &self.model;
-        for l in 0..model.layers.len() {
-            let m = model.layers[l].outputs();
-            let stats = &mut self.stats.layers[l];
-            let state = &mut self.states[l];
-            for (i, slot, polarity) in [
-                (0, slots.positive, Polarity::Positive),
-                (1, slots.negative, Polarity::Negative),
-            ] {
-                let Some(slot) = slot else { continue };
-                let h = &ws.h[l][slot * m..(slot + 1) * m];
-                let dz = &mut ws.dz[i][l];
-                let (g, loss) = model.layers[l].local_gradient(h, polarity, dz);
-                stats.loss_sum += f64::from(loss);
-                match polarity {
-                    Polarity::Positive => {
-                        stats.positive_goodness_sum += f64::from(g);
-                        stats.positive_count += 1;
-                        state.observe_positive(h, opt.peer_decay);
-                        state.add_peer_term(opt.peer_norm, dz);
-                    }
-                    Polarity::Negative => {
-                        stats.negative_goodness_sum += f64::from(g);
-                        stats.negative_count += 1;
-                    }
-                }
-                if l == 0 {
-                    let mut buf = std::mem::take(&mut ws.input0[i]);
-                    model.layer0_input(ws, slot, &mut buf);
-                    ws.input0[i] = buf;
-                }
-            }
-        }
-        if slots.positive.is_none() && slots.negative.is_none() {
-            return head_ok;
-        }
-        if !(head_ok && self.update_is_safe(slots, lr)) {
-            for (backup, state) in self.mean_backup.iter().zip(&mut self.states) {
-                state.mean_activity.copy_from_slice(backup);
-            }
-            self.stats.layers.clone_from_slice(&self.stats_backup);
-            return false;
-        }
-        let pending = Pending {
-            positive: slots.positive,
-            negative: slots.negative,
-            lr,
-        };
-        if self.batch_grad.is_empty() {
-            self.pending = Some(pending);
-        } else {
-            self.accumulate(pending);
-        }
-        true
-    }
-
-    /// Whether the staged gradients are finite and the update keeps every parameter within
-    /// the guard's limits; on `true` the guard's bounds move to after the update.
-    fn update_is_safe(&mut self, slots: &Slots, lr: f32) -> bool {
-        let ws = &self.ws[self.cur];
-        let layers = self.model.layers.len();
-        for l in 0..layers {
-            let n = self.model.layers[l].inputs();
-            let mut terms = [None; 2];
-            for (i, slot) in [(0, slots.positive), (1, slots.negative)] {
-                let Some(slot) = slot else { continue };
-                let input = if l == 0 {
-                    &ws.input0[i][..]
-                } else {
-                    &ws.h_norm[l - 1][slot * n..(slot + 1) * n]
-                };
-                match (max_abs(&ws.dz[i][l]), max_abs(input)) {
-                    (Some(dz), Some(x)) => terms[i] = Some((dz, x)),
-                    _ => return false,
-                }
-            }
-            let safe = self.guard.check_layer(
-                l,
-                terms,
-                lr,
-                &self.config.optimiser,
-                &self.model.layers[l],
-                &self.states[l],
-            );
-            if !safe {
-                return false;
-            }
-        }
-        self.guard.commit(layers);
-        true
-    }
-
-    /// Mini-batch mode: adds one sample's gradients to the batch sums; applies them, averaged,
-    /// once the batch is full.
-    fn accumulate(&mut self, p: Pending) {
-        let ws = &self.ws[self.cur];
-        for (l, (gw, gb)) in self.batch_grad.iter_mut().enumerate() {
-            let n = self.model.layers[l].inputs();
-            let input = |i: usize, slot: usize| -> &[f32] {
-                if l == 0 {
-                    &ws.input0[i]
-                } else {
-                    &ws.h_norm[l - 1][slot * n..(slot + 1) * n]
-                }
-            };
-            for (i, slot) in [(0, p.positive), (1, p.negative)] {
-                let Some(slot) = slot else { continue };
-                let (dz, x) = (&ws.dz[i][l], input(i, slot));
-                for (j, (&d, b)) in dz.iter().zip(gb.iter_mut()).enumerate() {
-                    kernel::update_row1(&mut gw[j * n..(j + 1) * n], 1.0, -d, x);
-                    *b += d;
-                }
-            }
-        }
-        self.batch_count += 1;
-        if self.batch_count >= self.config.batch_size {
-            self.apply_batch(p.lr);
-        }
-    }
-
-    /// Applies the averaged batch gradient and clears it.
-    fn apply_batch(&mut self, lr: f32) {
-        if self.batch_count == 0 {
-            return;
-        }
-        let scale = 1.0 / self.batch_count as f32;
-        let opt = &self.config.optimiser;
-        for (l, (gw, gb)) in self.batch_grad.iter_mut().enumerate() {
-            let n = self.model.layers[l].inputs();
-            // The averaged gradient is one term with unit coefficient per row.
-            for j in 0..gb.len() {
-                let row_grad = &gw[j * n..(j + 1) * n];
-                let layer = &mut self.model.layers[l];
-                layer.apply_gradient_row(
-                    j,
-                    &mut self.states[l],
-                    opt,
-                    lr,
-                    scale,
-                    row_grad,
-                    gb[j] * scale,
-                );
-            }
-            gw.fill(0.0);
-            gb.fill(0.0);
-        }
-        self.batch_count = 0;
-    }
-
-    /// Applies the pending update, if any, in a pass of its own.
-    fn flush(&mut self) {
-        if !self.batch_grad.is_empty() {
-            let lr = self.config.optimiser.lr * self.config.optimiser.schedule.factor(self.samples);
-            self.apply_batch(lr);
-        }
-        let Some(pending) = self.pending.take() else {
-            return;
-        };
-        let mut rows = Updating {
-            layers: &mut self.model.layers,
-            states: &mut self.states,
-            optimiser: &self.config.optimiser,
-            ws: &self.ws[self.cur],
-            pending,
-        };
-        for (l, &m) in self.model.config.hidden.iter().enumerate() {
-            for j in 0..m {
-                rows.row(l, j);
-            }
-        }
-    }
-}
-
-/// An update whose gradients are computed (in the workspace that holds its forward pass) but
-/// not yet applied. Batch size 1 is memory-bound: applying it inside the next sample's first
-/// forward pass touches each weight row once for both, instead of twice. The arithmetic and its
-/// order are unchanged, so results are bit-identical to applying it at once; anything that
-/// reads the weights from outside (`model()`, `sleep`'s callers, snapshots) flushes it first.
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    positive: Option<usize>,
-    negative: Option<usize>,
-    lr: f32,
-}
-
-/// Rows that get the pending update applied as the forward pass reaches them.
-struct Updating<'a> {
-    layers: &'a mut [crate::ff::layer::Layer],
-    states: &'a mut [LayerState],
-    optimiser: &'a OptimiserConfig,
-    ws: &'a Workspace,
-    pending: Pending,
-}
-
-impl Rows for Updating<'_> {
-    #[inline]
-    fn row(&mut self, l: usize, j: usize) -> (&[f32], f32) {
-        let ws = self.ws;
-        let n = self.layers[l].inputs();
-        let input = |i: usize, slot: usize| -> &[f32] {
-            if l == 0 {
-                &ws.input0[i]
-            } else {
-                &ws.h_norm[l - 1][slot * n..(slot + 1) * n]
-            }
-        };
-        let term = |i: usize, slot: Option<usize>| {
-            slot.map(|s| Term {
-                dz: &ws.dz[i][l],
-                input: input(i, s),
-            })
-        };
-        let (t0, t1) = match (
-            term(0, self.pending.positive),
-            term(1, self.pending.negative),
-        ) {
-            (Some(a), b) => (a, b),
-            (None, Some(b)) => (b, None),
-            (None, None) => return (self.layers[l].row(j), self.layers[l].bias[j]),
-        };
-        self.layers[l].apply_row(
-            j,
-            &mut self.states[l],
-            self.optimiser,
-            self.pending.lr,
-            t0,
-            t1,
-        )
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ff::network::NetworkConfig;
+    use crate::ff::goodness::Polarity;
+    use crate::ff::layer::Term;
+    use crate::ff::optimiser::OptimiserConfig;
     use rand::rngs::StdRng;
 
     fn toy(config: TrainConfig, seed: u64) -> Trainer {
@@ -923,7 +441,7 @@ mod tests {
         let mut t = toy(TrainConfig::default(), 1);
         let before = t.model.layers[0].clone();
         let (x, y) = sample(0);
-        let slots = t.prepare(&x, y, true, true, false);
+        let slots = t.prepare(&x, y, Step::Interleaved, false);
         // Zero the bottom layer's loss by making it indifferent: run the update with the
         // bottom layer frozen and check the top layer changed while the bottom did not.
         let lr = t.config.optimiser.lr;
@@ -973,17 +491,14 @@ mod tests {
     }
 
     /// Applying each update inside the next sample's forward pass gives bit-identical weights
-    /// to applying it at once (reading `model()` after every sample forces the latter).
+    /// to applying it at once (settling after every sample forces the latter).
     #[test]
     fn fused_updates_equal_immediate_updates() {
         for mode in [ScheduleMode::Interleaved, ScheduleMode::Sleep] {
             for momentum in [0.0, 0.9] {
                 let config = TrainConfig {
-                    schedule: ScheduleConfig {
-                        mode,
-                        sleep_every: 3,
-                        ..Default::default()
-                    },
+                    schedule: mode,
+                    sleep_every_samples: 3,
                     optimiser: OptimiserConfig {
                         momentum,
                         ..Default::default()
@@ -997,15 +512,17 @@ mod tests {
                     let (x, y) = sample(i);
                     let a = fused.learn(&x, y, true).expect("valid sample");
                     let b = immediate.learn(&x, y, true).expect("valid sample");
-                    immediate.model();
+                    immediate.settle();
                     assert_eq!(a, b);
                     if a.sleep_due {
                         fused.sleep();
                         immediate.sleep();
-                        immediate.model();
+                        immediate.settle();
                     }
                 }
                 assert!(fused.pending.is_some());
+                fused.settle();
+                immediate.settle();
                 assert_eq!(fused.model(), immediate.model());
                 assert_eq!(fused.layer_states(), immediate.layer_states());
             }
@@ -1035,11 +552,8 @@ mod tests {
     #[test]
     fn sleep_schedule_asks_for_sleep_and_sleeps() {
         let config = TrainConfig {
-            schedule: ScheduleConfig {
-                mode: ScheduleMode::Sleep,
-                sleep_every: 4,
-                ..Default::default()
-            },
+            schedule: ScheduleMode::Sleep,
+            sleep_every_samples: 4,
             ..Default::default()
         };
         let mut t = toy(config, 2);
@@ -1062,6 +576,7 @@ mod tests {
     }
 
     fn all_finite(t: &mut Trainer) -> bool {
+        t.settle();
         let model = t.model().clone();
         let params = model.layers().iter().flat_map(|l| {
             l.weight()
@@ -1092,11 +607,8 @@ mod tests {
     fn refused_update_changes_nothing_and_learning_continues() {
         for momentum in [0.0, 0.9] {
             let config = TrainConfig {
-                schedule: ScheduleConfig {
-                    mode: ScheduleMode::Sleep,
-                    sleep_every: 100,
-                    ..Default::default()
-                },
+                schedule: ScheduleMode::Sleep,
+                sleep_every_samples: 100,
                 optimiser: OptimiserConfig {
                     momentum,
                     ..Default::default()
@@ -1119,6 +631,7 @@ mod tests {
             assert!(all_finite(&mut refused), "momentum {momentum}");
             assert_eq!(refused.samples_learned(), never_saw_it.samples_learned());
             assert_eq!(refused.replay().len(), never_saw_it.replay().len());
+            never_saw_it.settle();
             assert_eq!(refused.model(), never_saw_it.model());
             assert_eq!(refused.layer_states(), never_saw_it.layer_states());
 
@@ -1127,6 +640,8 @@ mod tests {
             let (x, y) = sample(6);
             assert!(!refused.learn(&x, y, false).expect("valid").refused);
             never_saw_it.learn(&x, y, false).expect("valid");
+            refused.settle();
+            never_saw_it.settle();
             assert_ne!(refused.model(), &before, "the next sample is learned");
             assert_eq!(refused.model(), never_saw_it.model());
             assert_eq!(refused.layer_states(), never_saw_it.layer_states());
@@ -1140,11 +655,8 @@ mod tests {
     #[test]
     fn huge_weights_never_become_non_finite() {
         let config = TrainConfig {
-            schedule: ScheduleConfig {
-                mode: ScheduleMode::Sleep,
-                sleep_every: 4,
-                ..Default::default()
-            },
+            schedule: ScheduleMode::Sleep,
+            sleep_every_samples: 4,
             optimiser: OptimiserConfig {
                 momentum: 0.9,
                 ..Default::default()

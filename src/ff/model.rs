@@ -1,7 +1,7 @@
 //! `Model`: the stack of FF layers, the label embedding, and the softmax head; and `Workspace`,
 //! the scratch memory a forward pass writes into so that no sample allocates.
 //!
-//! Supervised FF writes the label into the input (forward-forward.md §2). All one-hot labels
+//! Supervised FF writes the label into the input (docs/algorithm.md §3). All one-hot labels
 //! have the same norm, so the first layer's pre-activation for label `k` is
 //! `(W·u + s·W[:, off+k]) / r + b` with `u` the features (label slots zeroed) and `r` one RMS
 //! divisor shared by every label: one matrix-vector product serves all `C` candidate labels.
@@ -15,8 +15,10 @@ use crate::ff::error::FfError;
 use crate::ff::goodness::Goodness;
 use crate::ff::kernel;
 use crate::ff::layer::Layer;
+use crate::ff::short_float;
 
 /// Where the one-hot label goes in the first layer's input.
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LabelPlacement {
@@ -36,29 +38,52 @@ pub enum LabelInput {
     Neutral,
 }
 
-/// The shape and fixed hyper-parameters of a network.
+/// The shape and fixed hyper-parameters of a network (`[network]` of `ffd serve`'s
+/// configuration; the same flags in `ffd train`, except `inputs` and `classes`, which
+/// `ffd train` takes from the data set).
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
     /// Number of features per sample (784 for MNIST).
+    #[cfg_attr(feature = "cli", arg(skip = NetworkConfig::default().inputs))]
     pub inputs: usize,
     /// Number of classes.
+    #[cfg_attr(feature = "cli", arg(skip = NetworkConfig::default().classes))]
     pub classes: usize,
-    /// Hidden layer widths.
+    /// Hidden layer widths, from the input up (comma separated).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_delimiter = ',', default_values_t = NetworkConfig::default().hidden)
+    )]
     pub hidden: Vec<usize>,
-    /// Where the label goes in the input.
+    /// Where the one-hot label goes in the input: appended after the features, or overwriting
+    /// the first `classes` features.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_enum, default_value_t = NetworkConfig::default().label_placement)
+    )]
     pub label_placement: LabelPlacement,
     /// Value of the "on" entry of the one-hot label.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = NetworkConfig::default().label_strength))]
+    #[serde(serialize_with = "short_float::serialize")]
     pub label_strength: f32,
-    /// `θ = threshold_scale × width` for each layer (1.0: mean squared activity 1, as in
+    /// Layer threshold θ = threshold_scale × width (1: mean squared activity 1, as in
     /// Hinton's code).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = NetworkConfig::default().threshold_scale))]
+    #[serde(serialize_with = "short_float::serialize")]
     pub threshold_scale: f32,
-    /// Logistic temperature `T` of every layer.
+    /// Logistic temperature T of every layer's goodness.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = NetworkConfig::default().temperature))]
+    #[serde(serialize_with = "short_float::serialize")]
     pub temperature: f32,
-    /// `ε` of the RMS normalisation.
+    /// ε of the RMS normalisation.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = NetworkConfig::default().eps))]
+    #[serde(serialize_with = "short_float::serialize")]
     pub eps: f32,
     /// First layer (0-based) whose goodness and activity count for classification; the paper
     /// skips the first layer (1). Clamped to the last layer for shallow nets.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = NetworkConfig::default().score_from_layer))]
     pub score_from_layer: usize,
 }
 
@@ -487,6 +512,18 @@ impl Workspace {
     /// Forgets the slots of the previous pass.
     pub(crate) fn clear(&mut self) {
         self.slots = 0;
+    }
+
+    /// What layer `l`'s update reads as its input for term `term` (0 positive, 1 negative)
+    /// learned from `slot`: the materialised first-layer input, or the previous layer's
+    /// normalised activity in that slot. `n` is layer `l`'s input width.
+    #[inline]
+    pub(crate) fn layer_input(&self, l: usize, term: usize, slot: usize, n: usize) -> &[f32] {
+        if l == 0 {
+            &self.input0[term]
+        } else {
+            &self.h_norm[l - 1][slot * n..(slot + 1) * n]
+        }
     }
 
     /// Activity of layer `l` in `slot`.

@@ -1,0 +1,154 @@
+//! `TrainConfig`: everything a `Trainer` is told beyond the network's shape. One struct for
+//! three readers: `ffd serve`'s `[train]` section (serde), `ffd train`'s flags (clap, behind the
+//! `cli` feature) and the model file's record of how a model was trained. Each default lives
+//! once, in `Default`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ff::classify::Classifier;
+use crate::ff::error::FfError;
+use crate::ff::negatives::NegativeStrategy;
+use crate::ff::optimiser::OptimiserConfig;
+use crate::ff::schedule::ScheduleMode;
+use crate::ff::short_float;
+
+/// Training hyper-parameters beyond the network's shape.
+///
+/// The optimiser's keys are flattened into the same table (`[train] lr = ...`): one section,
+/// one flag per key. A type error in a flattened key names the section, not the key (serde
+/// reads flattened fields from a buffer); range errors always name the key.
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimiser for the FF layers.
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub optimiser: OptimiserConfig,
+    /// Samples whose gradients are averaged into one update. 1, the streaming path, updates
+    /// after every sample; `ffd serve` accepts only 1.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().batch_size))]
+    pub batch_size: usize,
+    /// How negatives are made: hard (a wrong label drawn from the model's beliefs), random, or
+    /// hybrid (unsupervised: two real samples mixed under a random mask).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_enum, default_value_t = TrainConfig::default().negatives)
+    )]
+    pub negatives: NegativeStrategy,
+    /// Temperature τ of the softmax over class scores that hard negatives are drawn from.
+    /// Goodness scores are sums of per-layer logits `(G − θ)/T` and very peaked at τ = 1,
+    /// which would always pick the single strongest competitor.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().negative_temperature))]
+    #[serde(serialize_with = "short_float::serialize")]
+    pub negative_temperature: f32,
+    /// How samples are classified (predictions, hard negatives, evaluation): goodness (one
+    /// pass per label) or softmax (a linear head; needs train_head).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_enum, default_value_t = TrainConfig::default().classifier)
+    )]
+    pub classifier: Classifier,
+    /// Train the softmax head on positive samples (needed by the softmax classifier; off by
+    /// default, when nothing reads it).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub train_head: bool,
+    /// Learning rate of the softmax head.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().head_lr))]
+    #[serde(serialize_with = "short_float::serialize")]
+    pub head_lr: f32,
+    /// Learning schedule: interleaved (a positive and a negative update per sample) or sleep
+    /// (positive updates while awake, negative updates from the replay buffer while asleep).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_enum, default_value_t = TrainConfig::default().schedule)
+    )]
+    pub schedule: ScheduleMode,
+    /// Sleep after this many wake samples (sleep schedule).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().sleep_every_samples))]
+    pub sleep_every_samples: usize,
+    /// Or after this many seconds with at least one wake sample, whichever comes first (sleep
+    /// schedule; 0: never by time). The engine reads no clock: the caller that owns one asks
+    /// for the sleep (`Trainer::sleep`).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().sleep_every_seconds))]
+    pub sleep_every_seconds: f64,
+    /// Recent samples kept for sleep-time (and hybrid) negatives.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().replay_capacity))]
+    pub replay_capacity: usize,
+    /// Negative updates per sleep; 0 means as many as wake samples since the last sleep, which
+    /// keeps positive and negative updates balanced.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().negatives_per_sleep))]
+    pub negatives_per_sleep: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            optimiser: OptimiserConfig::default(),
+            batch_size: 1,
+            negatives: NegativeStrategy::Hard,
+            negative_temperature: 1.0,
+            classifier: Classifier::Goodness,
+            train_head: false,
+            head_lr: 1e-3,
+            // `ffd serve` departs from this (sleep): see `service::config::Config::default`.
+            schedule: ScheduleMode::Interleaved,
+            // Measured best on MNIST.
+            sleep_every_samples: 16,
+            // Off, so offline training stays deterministic; `ffd serve` sets 5.
+            sleep_every_seconds: 0.0,
+            replay_capacity: 1024,
+            negatives_per_sleep: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every field, and that the parts fit together.
+    pub fn validate(&self) -> Result<(), FfError> {
+        let bad = |key, reason: &str| {
+            Err(FfError::Config {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        self.optimiser.validate()?;
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be >= 1");
+        }
+        if !(self.negative_temperature.is_finite() && self.negative_temperature > 0.0) {
+            return bad("negative_temperature", "must be a finite number > 0");
+        }
+        if !(self.head_lr.is_finite() && self.head_lr > 0.0) {
+            return bad("head_lr", "must be a finite number > 0");
+        }
+        if self.sleep_every_samples == 0 {
+            return bad("sleep_every_samples", "must be > 0");
+        }
+        if !(self.sleep_every_seconds.is_finite() && self.sleep_every_seconds >= 0.0) {
+            return bad("sleep_every_seconds", "must be a finite number >= 0");
+        }
+        if self.schedule == ScheduleMode::Sleep && self.replay_capacity == 0 {
+            return bad(
+                "replay_capacity",
+                "the sleep schedule needs a replay buffer (> 0)",
+            );
+        }
+        if self.negatives == NegativeStrategy::Hybrid && self.classifier == Classifier::Goodness {
+            return bad(
+                "classifier",
+                "hybrid negatives train without labels; classify with the softmax head",
+            );
+        }
+        if self.classifier == Classifier::Softmax && !self.train_head {
+            return bad("train_head", "the softmax classifier needs a trained head");
+        }
+        Ok(())
+    }
+
+    /// `sleep_every_seconds` as a duration; `None` when time-based sleep is off.
+    pub fn sleep_interval(&self) -> Option<std::time::Duration> {
+        let secs = self.sleep_every_seconds;
+        (secs > 0.0).then(|| std::time::Duration::from_secs_f64(secs))
+    }
+}

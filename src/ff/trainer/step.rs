@@ -1,0 +1,276 @@
+//! One schedule step's work before anything changes: the forward passes it needs (which also
+//! apply the previous sample's pending update), the choice of negative, and staging — each
+//! layer's local gradient, checked by the non-finite guard (docs/algorithm.md §8) before it
+//! becomes the pending update or joins the mini-batch.
+
+use crate::ff::classify::{argmax, softmax_in_place, Classifier};
+use crate::ff::goodness::Polarity;
+use crate::ff::guard::max_abs;
+use crate::ff::model::{forward_rows, Frozen, LabelInput};
+use crate::ff::negatives::{self, NegativeStrategy};
+
+use super::pending::{Pending, Updating};
+use super::Trainer;
+
+/// Which updates a step makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// A positive and a negative update (the interleaved schedule).
+    Interleaved,
+    /// A positive update only (awake, sleep schedule).
+    Wake,
+    /// A negative update only, from a replayed sample (asleep).
+    Sleep,
+}
+
+impl Step {
+    fn positive(self) -> bool {
+        self != Step::Sleep
+    }
+
+    fn negative(self) -> bool {
+        self != Step::Wake
+    }
+}
+
+/// Which slots of the workspace one step learns from.
+pub(super) struct Slots {
+    pub(super) positive: Option<usize>,
+    pub(super) negative: Option<usize>,
+    pub(super) neutral: Option<usize>,
+    pub(super) predicted: Option<usize>,
+}
+
+impl Trainer {
+    /// Runs the forward passes a step needs and picks the negative. The first pass also applies
+    /// the previous sample's pending update (see [`Pending`]).
+    pub(super) fn prepare(&mut self, x: &[f32], y: usize, step: Step, predict: bool) -> Slots {
+        let (positive, negative) = (step.positive(), step.negative());
+        let classes = self.model.config().classes;
+        if self.pending.is_some() {
+            self.cur ^= 1;
+        }
+        self.ws[self.cur].clear();
+
+        if self.config.negatives == NegativeStrategy::Hybrid {
+            // Unsupervised: both passes carry the neutral label; the negative mixes `x` with
+            // another real sample from the replay buffer (or itself, before any exists).
+            self.forward(0, x, &[LabelInput::Neutral]);
+            let predicted = predict.then(|| {
+                let ws = &mut self.ws[self.cur];
+                self.model.head_scores(ws, 0);
+                argmax(&ws.scores)
+            });
+            let mut negative_slot = None;
+            if negative {
+                let other = if self.replay.is_empty() {
+                    x
+                } else {
+                    let i = rand::Rng::gen_range(&mut self.rng, 0..self.replay.len());
+                    self.replay.recent(i).map_or(x, |r| r.0)
+                };
+                self.mask.draw(&mut self.rng, &mut self.mask_buf);
+                negatives::mix(&self.mask_buf, x, other, &mut self.hybrid);
+                let hybrid = std::mem::take(&mut self.hybrid);
+                self.forward(1, &hybrid, &[LabelInput::Neutral]);
+                self.hybrid = hybrid;
+                negative_slot = Some(1);
+            }
+            return Slots {
+                positive: positive.then_some(0),
+                negative: negative_slot,
+                neutral: positive.then_some(0),
+                predicted,
+            };
+        }
+
+        let (classifier, strategy) = (self.config.classifier, self.config.negatives);
+        let wants_probs = predict || (negative && strategy == NegativeStrategy::Hard);
+        let all_labels = wants_probs && classifier == Classifier::Goodness;
+        let neutral_needed = (positive && self.config.train_head)
+            || (wants_probs && classifier == Classifier::Softmax);
+        if all_labels {
+            let mut labels = std::mem::take(&mut self.ws[self.cur].labels);
+            labels.clear();
+            labels.extend((0..classes).map(LabelInput::Class));
+            self.forward(0, x, &labels);
+            self.ws[self.cur].labels = labels;
+            self.model.goodness_scores(&mut self.ws[self.cur], 0);
+        }
+        let neutral = neutral_needed.then(|| {
+            let slot = self.ws[self.cur].slots;
+            self.forward(0, x, &[LabelInput::Neutral]);
+            if classifier == Classifier::Softmax && wants_probs {
+                self.model.head_scores(&mut self.ws[self.cur], slot);
+            }
+            slot
+        });
+        let predicted = predict.then(|| argmax(&self.ws[self.cur].scores));
+        let positive_slot = positive.then(|| self.slot_for(all_labels, x, y));
+        let negative_slot = negative.then(|| {
+            let wrong = match strategy {
+                NegativeStrategy::Hard => {
+                    let ws = &mut self.ws[self.cur];
+                    if self.config.negative_temperature != 1.0 {
+                        let t = self.config.negative_temperature;
+                        for (p, &s) in ws.probs.iter_mut().zip(&ws.scores) {
+                            *p = s / t;
+                        }
+                        softmax_in_place(&mut ws.probs);
+                    }
+                    negatives::hard_wrong_label(&ws.probs, y, &mut self.rng)
+                }
+                _ => negatives::random_wrong_label(classes, y, &mut self.rng),
+            };
+            self.slot_for(all_labels, x, wrong)
+        });
+        Slots {
+            positive: positive_slot,
+            negative: negative_slot,
+            neutral,
+            predicted,
+        }
+    }
+
+    /// The slot holding `x` with `label`: already there after an all-labels pass, else a pass.
+    fn slot_for(&mut self, all_labels: bool, x: &[f32], label: usize) -> usize {
+        if all_labels {
+            label
+        } else {
+            let slot = self.ws[self.cur].slots;
+            self.forward(0, x, &[LabelInput::Class(label)]);
+            slot
+        }
+    }
+
+    /// One forward pass into the current workspace. If an update is pending, it is applied
+    /// row by row inside this pass, each row just before the pass reads it.
+    fn forward(&mut self, group: usize, x: &[f32], labels: &[LabelInput]) {
+        let (first, second) = self.ws.split_at_mut(1);
+        let (cur, prev) = if self.cur == 0 {
+            (&mut first[0], &second[0])
+        } else {
+            (&mut second[0], &first[0])
+        };
+        match self.pending.take() {
+            Some(pending) => {
+                let mut rows = Updating {
+                    layers: &mut self.model.layers,
+                    states: &mut self.states,
+                    optimiser: &self.config.optimiser,
+                    ws: prev,
+                    pending,
+                };
+                forward_rows(&self.model.config, &mut rows, cur, group, x, labels);
+            }
+            None => forward_rows(
+                &self.model.config,
+                &mut Frozen(&self.model.layers),
+                cur,
+                group,
+                x,
+                labels,
+            ),
+        }
+    }
+
+    /// Computes each layer's local gradient for the chosen slots and leaves the update pending
+    /// (or adds it to the mini-batch). Returns `false`, with everything as before the call, if
+    /// `head_ok` is false or the guard finds the update could make a parameter non-finite.
+    pub(super) fn stage(&mut self, slots: &Slots, head_ok: bool) -> bool {
+        debug_assert!(self.pending.is_none());
+        let lr = self.config.optimiser.lr_at(self.samples);
+        for (backup, state) in self.mean_backup.iter_mut().zip(&self.states) {
+            backup.copy_from_slice(&state.mean_activity);
+        }
+        self.stats_backup.clone_from_slice(&self.stats.layers);
+        let opt = &self.config.optimiser;
+        let ws = &mut self.ws[self.cur];
+        let model = &self.model;
+        for l in 0..model.layers.len() {
+            let m = model.layers[l].outputs();
+            let stats = &mut self.stats.layers[l];
+            let state = &mut self.states[l];
+            for (i, slot, polarity) in [
+                (0, slots.positive, Polarity::Positive),
+                (1, slots.negative, Polarity::Negative),
+            ] {
+                let Some(slot) = slot else { continue };
+                let h = &ws.h[l][slot * m..(slot + 1) * m];
+                let dz = &mut ws.dz[i][l];
+                let (g, loss) = model.layers[l].local_gradient(h, polarity, dz);
+                stats.loss_sum += f64::from(loss);
+                match polarity {
+                    Polarity::Positive => {
+                        stats.positive_goodness_sum += f64::from(g);
+                        stats.positive_count += 1;
+                        state.observe_positive(h, opt.peer_decay);
+                        state.add_peer_term(opt.peer_norm, dz);
+                    }
+                    Polarity::Negative => {
+                        stats.negative_goodness_sum += f64::from(g);
+                        stats.negative_count += 1;
+                    }
+                }
+                if l == 0 {
+                    let mut buf = std::mem::take(&mut ws.input0[i]);
+                    model.layer0_input(ws, slot, &mut buf);
+                    ws.input0[i] = buf;
+                }
+            }
+        }
+        if slots.positive.is_none() && slots.negative.is_none() {
+            return head_ok;
+        }
+        if !(head_ok && self.update_is_safe(slots, lr)) {
+            for (backup, state) in self.mean_backup.iter().zip(&mut self.states) {
+                state.mean_activity.copy_from_slice(backup);
+            }
+            self.stats.layers.clone_from_slice(&self.stats_backup);
+            return false;
+        }
+        let pending = Pending {
+            positive: slots.positive,
+            negative: slots.negative,
+            lr,
+        };
+        if self.batch_grad.is_empty() {
+            self.pending = Some(pending);
+        } else {
+            self.accumulate(pending);
+        }
+        true
+    }
+
+    /// Whether the staged gradients are finite and the update keeps every parameter within
+    /// the guard's limits; on `true` the guard's bounds move to after the update.
+    fn update_is_safe(&mut self, slots: &Slots, lr: f32) -> bool {
+        let ws = &self.ws[self.cur];
+        let layers = self.model.layers.len();
+        for l in 0..layers {
+            let n = self.model.layers[l].inputs();
+            let mut terms = [None; 2];
+            for (i, slot) in [(0, slots.positive), (1, slots.negative)] {
+                let Some(slot) = slot else { continue };
+                let input = ws.layer_input(l, i, slot, n);
+                match (max_abs(&ws.dz[i][l]), max_abs(input)) {
+                    (Some(dz), Some(x)) => terms[i] = Some((dz, x)),
+                    _ => return false,
+                }
+            }
+            let safe = self.guard.check_layer(
+                l,
+                terms,
+                lr,
+                &self.config.optimiser,
+                &self.model.layers[l],
+                &self.states[l],
+            );
+            if !safe {
+                return false;
+            }
+        }
+        self.guard.commit(layers);
+        true
+    }
+}
