@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use common::{batch_json, start_server, TestServer};
 use ffd::service::config::DurabilityMode;
-use ffd::service::{Config, Service, ServiceError};
+use ffd::service::{AccessTokens, Config, Service, ServiceError};
 use ffd::store::{checkpoint, wal};
 
 fn durable_config(dir: &Path) -> Config {
@@ -203,7 +203,7 @@ async fn other_network_is_refused_unless_reset() {
     first_life(dir.path()).await;
     let mut other = durable_config(dir.path());
     other.network.hidden = vec![64];
-    let err = Service::new(other.clone()).expect_err("refused");
+    let err = Service::start(other.clone(), AccessTokens::default()).expect_err("refused");
     assert!(matches!(err, ServiceError::Recovery(_)), "{err}");
     let message = err.to_string();
     assert!(
