@@ -70,8 +70,7 @@ use pending::PendingLabels;
 use queue::LearnQueue;
 use recovery::Recovered;
 use sample::SampleShape;
-use shutdown::ShutdownNotice;
-use shutdown::ShutdownTrigger;
+use shutdown::{ShutdownNotice, ShutdownTrigger};
 use snapshot::{Snapshot, Snapshots};
 use wal_writer::{WalMetrics, WalSettings, WalWriter, WalWriterHandle};
 
@@ -147,36 +146,10 @@ impl Service {
         let trainer = Trainer::new(model.clone(), config.train_config(), config.seed)?;
         let metrics = Arc::new(Metrics::new()?);
         let progress = Arc::new(LearnerProgress::default());
-        let mut queue = LearnQueue::new(config.learner.queue_capacity, metrics.queue_depth.clone());
-        metrics
-            .queue_capacity
-            .set(config.learner.queue_capacity as i64);
-
         let (trainer, snapshot, durability) = if config.durability.enabled {
-            let mut recovered = recover(&config, trainer, &metrics, &progress)?;
-            let (wal, wal_thread) = start_wal_writer(&config, &recovered, &metrics)?;
-            queue = queue.with_wal(Arc::clone(&wal), recovered.last_seq);
-            // Counted from the start, so `queue_depth` never shows 0 before the learner begins.
-            queue.set_backlog(recovered.backlog.remaining);
-            let (checkpointer, checkpoints) = start_checkpointer(&config, &wal, &metrics)?;
-            let snapshot = recovered_snapshot(&mut recovered);
-            let durability = Durability {
-                learner: LearnerDurability {
-                    checkpointer,
-                    wal: Arc::clone(&wal),
-                    every_samples: config.durability.checkpoint_every_samples,
-                    every: (config.durability.checkpoint_every_seconds > 0.0).then(|| {
-                        Duration::from_secs_f64(config.durability.checkpoint_every_seconds)
-                    }),
-                    max_wal_bytes: config.durability.max_wal_bytes,
-                    backlog: recovered.backlog,
-                    average: recovered.average,
-                    metrics: metrics.durability.clone(),
-                },
-                wal_thread,
-                http: DurabilityState { wal, checkpoints },
-            };
-            (recovered.trainer, snapshot, Some(durability))
+            let (trainer, snapshot, durability) =
+                start_durability(&config, trainer, &metrics, &progress)?;
+            (trainer, snapshot, Some(durability))
         } else {
             let snapshot = Snapshot {
                 model,
@@ -185,6 +158,15 @@ impl Service {
             };
             (trainer, snapshot, None)
         };
+        let mut queue = LearnQueue::new(config.learner.queue_capacity, metrics.queue_depth.clone());
+        metrics
+            .queue_capacity
+            .set(config.learner.queue_capacity as i64);
+        if let Some(d) = &durability {
+            queue = queue.with_wal(Arc::clone(&d.http.wal), d.last_seq);
+            // Counted from the start, so `queue_depth` never shows 0 before the learner begins.
+            queue.set_backlog(d.learner.backlog.remaining);
+        }
 
         let shared = Shared {
             queue: Arc::new(queue),
@@ -327,6 +309,8 @@ impl Service {
 
 /// The durability machinery once started (durability on), split by who holds each part.
 struct Durability {
+    /// Highest sequence number used so far; the queue numbers new samples after it.
+    last_seq: u64,
     /// What the learner needs: the checkpoint writer, the WAL, the backlog, the triggers.
     learner: LearnerDurability,
     /// The WAL writer thread, finished after the learner.
@@ -380,6 +364,38 @@ fn load_model(config: &mut Config) -> Result<Model, ServiceError> {
             &mut StdRng::seed_from_u64(config.seed),
         )?),
     }
+}
+
+/// The durable start: recovers the saved state, starts the WAL writer and the checkpoint
+/// writer, and returns the trainer to learn with, the snapshot to serve first and the parts.
+fn start_durability(
+    config: &Config,
+    fresh: Trainer,
+    metrics: &Metrics,
+    progress: &LearnerProgress,
+) -> Result<(Trainer, Snapshot, Durability), ServiceError> {
+    let mut recovered = recover(config, fresh, metrics, progress)?;
+    let (wal, wal_thread) = start_wal_writer(config, &recovered, metrics)?;
+    let (checkpointer, checkpoints) = start_checkpointer(config, &wal, metrics)?;
+    let snapshot = recovered_snapshot(&mut recovered);
+    let d = &config.durability;
+    let durability = Durability {
+        last_seq: recovered.last_seq,
+        learner: LearnerDurability {
+            checkpointer,
+            wal: Arc::clone(&wal),
+            every_samples: d.checkpoint_every_samples,
+            every: (d.checkpoint_every_seconds > 0.0)
+                .then(|| Duration::from_secs_f64(d.checkpoint_every_seconds)),
+            max_wal_bytes: d.max_wal_bytes,
+            backlog: recovered.backlog,
+            average: recovered.average,
+            metrics: metrics.durability.clone(),
+        },
+        wal_thread,
+        http: DurabilityState { wal, checkpoints },
+    };
+    Ok((recovered.trainer, snapshot, durability))
 }
 
 /// Recovers the saved state of `config.data_dir` (see [`recovery`]); `fresh` is the trainer
