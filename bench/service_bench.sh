@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Service benchmarks (issue targets for `ffd serve`), all in one run on this machine:
+# Service benchmarks for `ffd serve`, all in one run on this machine (each server on a fresh data
+# directory of its own, so no run resumes an earlier one):
 #   1. nothing lost over HTTP: `ffd replay` of one epoch into a default server vs `ffd train`
 #      with the same config and schedule (constant learning rate, sleep every 16);
 #   2. ingest rate over HTTP (batches of 100) vs the engine's in-process rate for the same work
@@ -17,31 +18,47 @@ ffd=target/release/ffd
 url=http://127.0.0.1:$port
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
 
+# Everything this run writes (server logs, results, request bodies, data directories) lives in
+# one temporary directory, removed on exit.
+work=$(mktemp -d)
+server=
+cleanup() {
+    [ -n "$server" ] && kill "$server" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Each start gets a data directory of its own: a server started on an earlier run's directory
+# would resume that run's checkpoint and WAL instead of starting from scratch.
+runs=0
 start_server() {
-    $ffd serve --listen 127.0.0.1:$port >/tmp/ffd-bench-server.log 2>&1 &
+    runs=$((runs + 1))
+    local data=$work/data-$runs
+    mkdir "$data"
+    $ffd serve --listen 127.0.0.1:$port --data-dir "$data" >"$work/server-$runs.log" 2>&1 &
     server=$!
     for _ in $(seq 100); do $ffd healthcheck --url $url >/dev/null 2>&1 && return; sleep 0.1; done
-    echo "server did not start" >&2; exit 1
+    echo "server did not start; its log:" >&2; cat "$work/server-$runs.log" >&2; exit 1
 }
-stop_server() { kill -TERM $server; wait $server || true; }
-trap 'kill $server 2>/dev/null || true' EXIT
+stop_server() { kill -TERM "$server"; wait "$server" || true; server=; }
 
 # The server's defaults: sleep every 16 samples, constant learning rate, /classify served from
 # the weight average (decay 0.98 every 100 samples). `ffd train` with the same settings:
 same_as_server="--schedule sleep --sleep-every-samples 16 --lr-decay-start 1 --average-decay 0.98 --average-every-samples 100"
-$ffd train --mnist "$mnist" --epochs 1 $same_as_server --prequential 2>/dev/null | tail -1 | tee /tmp/ffd-bench-train.json
+$ffd train --mnist "$mnist" --epochs 1 $same_as_server --prequential 2>/dev/null | tail -1 | tee "$work/train.json"
 for conc in 1 2; do
     echo "== replay one epoch over HTTP (batch 100, $conc in flight) into a default server"
     start_server
     $ffd replay --mnist "$mnist" --url $url --epochs 1 --batch 100 --concurrency $conc 2>/dev/null | tail -1 \
-        | tee /tmp/ffd-bench-replay-$conc.json
+        | tee "$work/replay-$conc.json"
     stop_server
 done
-python3 - <<'PY'
-import json
-t = json.load(open("/tmp/ffd-bench-train.json"))
+python3 - "$work" <<'PY'
+import json, os, sys
+work = sys.argv[1]
+t = json.load(open(os.path.join(work, "train.json")))
 for conc in (1, 2):
-    r = json.load(open(f"/tmp/ffd-bench-replay-{conc}.json"))
+    r = json.load(open(os.path.join(work, f"replay-{conc}.json")))
     print(f"[{conc} in flight] test error: replay {100*r['test_error']:.2f}%  train {100*t['test_error']:.2f}%  "
           f"difference {100*(r['test_error']-t['test_error']):+.2f} pp")
     print(f"[{conc} in flight] samples/s: HTTP ingest {r['ingest_samples_per_second']:.0f}  "
@@ -51,7 +68,7 @@ for conc in (1, 2):
 PY
 
 echo "== 3: /classify under load (learner flat out on a 5-epoch replay)"
-python3 - "$mnist" >/tmp/ffd-bench-body.json <<'PY'
+python3 - "$mnist" >"$work/body.json" <<'PY'
 import gzip, json, os, struct, sys
 d = sys.argv[1]
 p = os.path.join(d, "t10k-images-idx3-ubyte.gz")
@@ -64,7 +81,7 @@ start_server
 $ffd replay --mnist "$mnist" --url $url --epochs 5 --test-limit 0 --timeout 600 >/dev/null 2>&1 &
 replay=$!
 sleep 3
-FFD_CLASSIFY_BODY=/tmp/ffd-bench-body.json wrk -t1 -c4 -d15s --latency -s bench/classify.lua $url/classify | tail -3
+FFD_CLASSIFY_BODY="$work/body.json" wrk -t1 -c4 -d15s --latency -s bench/classify.lua $url/classify | tail -3
 curl -s $url/v1/model | python3 -c 'import json,sys; d=json.load(sys.stdin); print("learner queue depth during the run:", d["queue_depth"], " samples learned:", d["samples_learned"])'
 kill $replay 2>/dev/null || true
 stop_server

@@ -5,6 +5,7 @@
 pub mod body;
 pub mod exposition;
 pub mod retry;
+pub mod wire;
 
 use std::time::{Duration, Instant};
 
@@ -13,9 +14,9 @@ use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Response, StatusCode};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 
 use retry::{parse_retry_after, Decision, RetryPolicy};
+use wire::{ErrorReply, LearnReceipt, ModelSummary, Prediction, Predictions};
 
 /// A client of one ffd server.
 #[derive(Debug, Clone)]
@@ -23,55 +24,6 @@ pub struct ApiClient {
     http: reqwest::Client,
     /// `scheme://host:port[/prefix]` without a trailing slash.
     base: String,
-}
-
-/// The part of `GET /v1/model` a client needs; other fields are ignored.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ModelInfo {
-    /// Samples the learner has learned since it started.
-    pub samples_learned: u64,
-    /// Samples queued for the learner.
-    #[serde(default)]
-    pub queue_depth: Option<u64>,
-    /// Completed sleep phases.
-    #[serde(default)]
-    pub sleep_cycles: Option<u64>,
-}
-
-/// The answer to `POST /learn`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Accepted {
-    /// Samples queued.
-    pub accepted: u64,
-    /// Sequence number of the last of them.
-    #[serde(default)]
-    pub last_seq: Option<u64>,
-}
-
-/// One answer of a batch `POST /classify`; other fields are ignored.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Classified {
-    /// The predicted class.
-    pub label: usize,
-    /// Version of the snapshot that answered.
-    #[serde(default)]
-    pub model_version: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ClassifyResults {
-    results: Vec<Classified>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
 }
 
 /// A response body is quoted in an error message up to this many bytes.
@@ -138,7 +90,7 @@ impl ApiClient {
     }
 
     /// `GET /v1/model`.
-    pub async fn model(&self) -> anyhow::Result<ModelInfo> {
+    pub async fn model(&self) -> anyhow::Result<ModelSummary> {
         self.get_json("/v1/model").await
     }
 
@@ -159,9 +111,9 @@ impl ApiClient {
         body: Bytes,
         samples: usize,
         policy: &RetryPolicy,
-    ) -> anyhow::Result<(Accepted, u32)> {
+    ) -> anyhow::Result<(LearnReceipt, u32)> {
         let (response, retries) = self.post_json("/learn", body, policy).await?;
-        let accepted: Accepted = decode(response, "POST", "/learn").await?;
+        let accepted: LearnReceipt = decode(response, "POST", "/learn").await?;
         if accepted.accepted != samples as u64 {
             bail!(
                 "POST {}: the server accepted {} samples of a batch of {samples}",
@@ -179,9 +131,9 @@ impl ApiClient {
         body: Bytes,
         samples: usize,
         policy: &RetryPolicy,
-    ) -> anyhow::Result<(Vec<Classified>, u32)> {
+    ) -> anyhow::Result<(Vec<Prediction>, u32)> {
         let (response, retries) = self.post_json("/classify", body, policy).await?;
-        let results: ClassifyResults = decode(response, "POST", "/classify").await?;
+        let results: Predictions = decode(response, "POST", "/classify").await?;
         if results.results.len() != samples {
             bail!(
                 "POST {}: {} results for a batch of {samples} samples",
@@ -290,8 +242,8 @@ fn describe_error(
         503 => " (the server is shutting down)".to_owned(),
         _ => String::new(),
     };
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(ErrorBody { error }) => anyhow::anyhow!(
+    match serde_json::from_slice::<ErrorReply>(body) {
+        Ok(ErrorReply { error }) => anyhow::anyhow!(
             "{method} {url}: {status}: {}: {}{hint}",
             error.code,
             error.message

@@ -20,7 +20,8 @@ use serde::Serialize;
 use super::client::body::{classify_body, learn_body};
 use super::client::exposition::metric_sum;
 use super::client::retry::RetryPolicy;
-use super::client::{ApiClient, ModelInfo};
+use super::client::wire::ModelSummary;
+use super::client::ApiClient;
 use crate::data::idx::{load_mnist, Dataset};
 
 /// Arguments of `ffd replay`.
@@ -318,11 +319,11 @@ async fn send(
 /// `timeout_seconds` without progress, or if the counter goes backwards (a restarted server).
 async fn wait_until_learned(
     client: &ApiClient,
-    before: &ModelInfo,
+    before: &ModelSummary,
     samples: u64,
     timeout_seconds: u64,
     bar: &ProgressBar,
-) -> anyhow::Result<ModelInfo> {
+) -> anyhow::Result<ModelSummary> {
     let target = before.samples_learned.saturating_add(samples);
     let timeout = Duration::from_secs(timeout_seconds);
     let mut best = before.samples_learned;

@@ -72,9 +72,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        service::Service::with_access(config, access)?
-            .serve(listener, service::shutdown_signal())
-            .await?;
+        service::run(listener, config, access, service::shutdown_signal()).await?;
         anyhow::Ok(())
     })
 }

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::service::journal::Journal;
 use crate::service::metrics::DurabilityMetrics;
+use crate::service::wal_writer::WalWriter;
 use crate::store::checkpoint::{self, Checkpoint};
 
 /// A state copy to write.
@@ -68,14 +68,14 @@ pub struct Checkpointer {
 pub fn spawn(
     dir: PathBuf,
     keep: usize,
-    journal: Arc<Journal>,
+    wal: Arc<WalWriter>,
     metrics: DurabilityMetrics,
     reports: watch::Sender<CheckpointReport>,
 ) -> std::io::Result<Checkpointer> {
     let (jobs, rx) = mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
         .name("ffd-checkpoint".into())
-        .spawn(move || run(&rx, &dir, keep, &journal, &metrics, &reports))?;
+        .spawn(move || run(&rx, &dir, keep, &wal, &metrics, &reports))?;
     Ok(Checkpointer { jobs, thread })
 }
 
@@ -96,7 +96,7 @@ fn run(
     jobs: &Receiver<CheckpointJob>,
     dir: &std::path::Path,
     keep: usize,
-    journal: &Journal,
+    wal: &WalWriter,
     metrics: &DurabilityMetrics,
     reports: &watch::Sender<CheckpointReport>,
 ) {
@@ -122,7 +122,7 @@ fn run(
                 if let Err(e) = checkpoint::prune(dir, keep) {
                     tracing::warn!(error = %e, "could not delete old checkpoints");
                 }
-                if let Err(e) = journal.remove_covered(counters.last_seq) {
+                if let Err(e) = wal.remove_covered(counters.last_seq) {
                     tracing::warn!(error = %e, "could not delete covered WAL segments");
                 }
                 Ok(path)

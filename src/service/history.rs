@@ -11,7 +11,7 @@ use prometheus::core::Collector;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::service::learner::LearnerStatus;
+use crate::service::learner::LearnerProgress;
 use crate::service::metrics::Metrics;
 use crate::service::queue::LearnQueue;
 use crate::service::shutdown::ShutdownNotice;
@@ -106,7 +106,7 @@ impl History {
 #[derive(Debug, Clone)]
 pub struct StatusSources {
     /// The learner's counters.
-    pub status: Arc<LearnerStatus>,
+    pub status: Arc<LearnerProgress>,
     /// The metrics (accuracy and per-layer goodness).
     pub metrics: Arc<Metrics>,
     /// The learn queue (depth).

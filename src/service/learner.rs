@@ -12,14 +12,15 @@ use std::time::{Duration, Instant};
 
 use crate::ff::{AverageConfig, Model, ScheduleMode, Trainer, WeightAverage};
 use crate::service::checkpointer::{self, CheckpointJob, Checkpointer};
-use crate::service::journal::Journal;
 use crate::service::metrics::{DurabilityMetrics, Metrics, Phase};
-use crate::service::queue::{LearnQueue, QueuedSample};
+use crate::service::queue::LearnQueue;
+use crate::service::recovery::Backlog;
 use crate::service::snapshot::{Snapshot, Snapshots};
+use crate::service::wal_writer::WalWriter;
 use crate::store::checkpoint::{Checkpoint, Counters};
-use crate::store::wal::{Next, SegmentReader};
+use crate::store::wal::SequencedSample;
 
-/// Samples taken from the queue per lock; counters and status are updated once per chunk.
+/// Samples taken from the queue per lock; counters and progress are updated once per chunk.
 const CHUNK: usize = 64;
 
 /// Longest the learner waits for work before re-checking its timers.
@@ -48,7 +49,7 @@ pub struct LearnerDurability {
     /// The checkpoint writer.
     pub checkpointer: Checkpointer,
     /// The WAL (for the bytes written since the last checkpoint).
-    pub journal: Arc<Journal>,
+    pub wal: Arc<WalWriter>,
     /// Checkpoint after this many samples (0: never by count).
     pub every_samples: u64,
     /// ... or this long with new samples.
@@ -63,21 +64,10 @@ pub struct LearnerDurability {
     pub metrics: DurabilityMetrics,
 }
 
-/// WAL records to learn at start: those with a sequence number above `after` in `segments`.
-#[derive(Debug, Clone, Default)]
-pub struct Backlog {
-    /// Segment files, oldest first.
-    pub segments: Vec<std::path::PathBuf>,
-    /// Sequence number of the last sample the restored state has learned.
-    pub after: u64,
-    /// Records to learn.
-    pub remaining: u64,
-}
-
 /// What the learner has done so far, readable from any thread (for `/v1/model`, `/readyz` and
 /// tests). Counters are updated once per chunk of samples, after the metrics.
 #[derive(Debug, Default)]
-pub struct LearnerStatus {
+pub struct LearnerProgress {
     samples_learned: AtomicU64,
     learned_seq: AtomicU64,
     sleep_cycles: AtomicU64,
@@ -85,7 +75,7 @@ pub struct LearnerStatus {
     running: AtomicBool,
 }
 
-impl LearnerStatus {
+impl LearnerProgress {
     /// Wake samples learned since the service started.
     pub fn samples_learned(&self) -> u64 {
         self.samples_learned.load(Ordering::Acquire)
@@ -148,21 +138,21 @@ pub fn spawn(
     queue: Arc<LearnQueue>,
     snapshots: Arc<Snapshots>,
     metrics: Arc<Metrics>,
-    status: Arc<LearnerStatus>,
+    progress: Arc<LearnerProgress>,
     settings: LearnerSettings,
     mut durability: Option<LearnerDurability>,
 ) -> std::io::Result<LearnerHandle> {
     let drain_deadline = Arc::new(OnceLock::new());
     let now = Instant::now();
     let version = snapshots.load().version;
-    status.running.store(true, Ordering::Release);
+    progress.running.store(true, Ordering::Release);
     let learner = Learner {
         sleep_mode: trainer.config().schedule == ScheduleMode::Sleep,
         trainer,
         queue: Arc::clone(&queue),
         snapshots,
         metrics,
-        status,
+        progress,
         window: Window::new(settings.prequential_window),
         settings,
         drain_deadline: Arc::clone(&drain_deadline),
@@ -206,7 +196,7 @@ pub fn spawn(
     })
 }
 
-/// Counts of one chunk, flushed to metrics and status together.
+/// Counts of one chunk, reported to metrics and progress together.
 #[derive(Debug, Default)]
 struct Counts {
     learned: u64,
@@ -251,7 +241,7 @@ struct Learner {
     queue: Arc<LearnQueue>,
     snapshots: Arc<Snapshots>,
     metrics: Arc<Metrics>,
-    status: Arc<LearnerStatus>,
+    progress: Arc<LearnerProgress>,
     settings: LearnerSettings,
     window: Window,
     drain_deadline: Arc<OnceLock<Instant>>,
@@ -279,7 +269,7 @@ struct Learner {
 
 /// Marks the learner stopped however its thread ends (a panic included), so `/readyz` and
 /// `/learn` notice.
-struct RunningGuard(Arc<LearnerStatus>);
+struct RunningGuard(Arc<LearnerProgress>);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
@@ -289,7 +279,7 @@ impl Drop for RunningGuard {
 
 impl Learner {
     fn run(mut self) {
-        let _running = RunningGuard(Arc::clone(&self.status));
+        let _running = RunningGuard(Arc::clone(&self.progress));
         if self.replay_backlog() {
             self.serve_queue();
         } else {
@@ -309,8 +299,8 @@ impl Learner {
             }
         }
         tracing::info!(
-            samples_learned = self.status.samples_learned(),
-            sleep_cycles = self.status.sleep_cycles(),
+            samples_learned = self.progress.samples_learned(),
+            sleep_cycles = self.progress.sleep_cycles(),
             model_version = self.version,
             "learner stopped"
         );
@@ -335,60 +325,20 @@ impl Learner {
             let c = self.trainer.network();
             (c.inputs, c.classes)
         };
-        let mut remaining = backlog.remaining;
+        let after = backlog.after;
+        let mut records = backlog.records(inputs, classes);
         let mut replayed = 0u64;
-        let mut last = backlog.after;
-        self.queue.set_backlog(remaining);
+        self.queue.set_backlog(records.remaining());
         tracing::info!(
-            samples = remaining,
-            after_seq = backlog.after,
+            samples = records.remaining(),
+            after_seq = after,
             "learning the WAL backlog"
         );
-        for path in &backlog.segments {
-            let mut reader = match SegmentReader::open(path) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read a WAL segment; its samples are lost");
-                    continue;
-                }
-            };
-            loop {
-                let record = match reader.next_record() {
-                    Ok(Next::Record(r, _)) => r,
-                    Ok(Next::End | Next::Torn(_)) => break,
-                    Err(e) => {
-                        tracing::error!(path = %path.display(), error = %e, "reading a WAL segment failed; its remaining samples are lost");
-                        break;
-                    }
-                };
-                if record.seq <= last {
-                    continue;
-                }
-                if record.seq != last + 1 {
-                    tracing::warn!(
-                        expected = last + 1,
-                        found = record.seq,
-                        "gap in the WAL: samples in between were never made durable"
-                    );
-                }
-                last = record.seq;
-                remaining = remaining.saturating_sub(1);
-                if record.features.len() != inputs || record.label >= classes {
-                    tracing::error!(
-                        seq = record.seq,
-                        "a WAL record does not fit the network; skipped"
-                    );
-                    continue;
-                }
-                self.learn(&QueuedSample {
-                    seq: record.seq,
-                    features: record.features,
-                    label: record.label,
-                });
-                replayed += 1;
-                if replayed % CHUNK as u64 == 0 && !self.between_replay_chunks(remaining) {
-                    return false;
-                }
+        while let Some(record) = records.next() {
+            self.learn(&record);
+            replayed += 1;
+            if replayed % CHUNK as u64 == 0 && !self.between_replay_chunks(records.remaining()) {
+                return false;
             }
         }
         self.between_replay_chunks(0);
@@ -404,7 +354,7 @@ impl Learner {
     /// Bookkeeping every chunk of the replay; `false` once shutdown has begun.
     fn between_replay_chunks(&mut self, remaining: u64) -> bool {
         let learned = self.chunk.learned;
-        self.flush();
+        self.report_chunk();
         if let Some(d) = &self.durability {
             d.metrics.recovery_replayed.inc_by(learned);
         }
@@ -425,16 +375,16 @@ impl Learner {
         if let Some(r) = request {
             self.checkpoint_request = self.checkpoint_request.max(r);
         }
-        self.flush();
+        self.report_chunk();
         self.trainer.settle();
         let job = CheckpointJob {
             checkpoint: Checkpoint {
                 trainer: self.trainer.state(),
                 average: self.average.as_ref().map(|a| a.model().clone()),
                 counters: Counters {
-                    last_seq: self.status.learned_seq(),
-                    samples_learned: self.status.samples_learned(),
-                    sleep_cycles: self.status.sleep_cycles(),
+                    last_seq: self.progress.learned_seq(),
+                    samples_learned: self.progress.samples_learned(),
+                    sleep_cycles: self.progress.sleep_cycles(),
                     model_version: self.version,
                     since_average: self.average.as_ref().map_or(0, WeightAverage::since_update),
                 },
@@ -453,7 +403,7 @@ impl Learner {
         if taken {
             self.checkpoint_at = Instant::now();
             self.since_checkpoint = 0;
-            self.wal_at_checkpoint = d.journal.appended_bytes();
+            self.wal_at_checkpoint = d.wal.appended_bytes();
         }
         self.checkpoint_wanted = !taken;
     }
@@ -468,14 +418,14 @@ impl Learner {
         }
         self.checkpoint_wanted
             || (d.every_samples > 0 && self.since_checkpoint >= d.every_samples)
-            || d.journal.appended_bytes() - self.wal_at_checkpoint >= d.max_wal_bytes
+            || d.wal.appended_bytes() - self.wal_at_checkpoint >= d.max_wal_bytes
             || d.every
                 .is_some_and(|every| now >= self.checkpoint_at + every)
     }
 
     /// The queue loop: learn what arrives, sleep and publish on schedule, until closed.
     fn serve_queue(&mut self) {
-        let mut batch: Vec<QueuedSample> = Vec::with_capacity(CHUNK);
+        let mut batch: Vec<SequencedSample> = Vec::with_capacity(CHUNK);
         loop {
             let now = Instant::now();
             let wait = self.next_timer(now).saturating_duration_since(now);
@@ -499,12 +449,12 @@ impl Learner {
             if let Some(request) = signals.checkpoint_requested {
                 self.checkpoint(Some(request), true);
             }
-            // Publishing before the status moves means a reader who sees every sample learned
+            // Publishing before the progress moves means a reader who sees every sample learned
             // also classifies with them. Only when idle: under load the timers decide.
             if self.dirty && self.queue.is_empty() {
                 self.publish(Instant::now());
             }
-            self.flush();
+            self.report_chunk();
             self.on_timers(Instant::now());
             if signals.closed {
                 let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
@@ -522,7 +472,7 @@ impl Learner {
     }
 
     /// Test-then-train one sample; sleeps and publishes when due.
-    fn learn(&mut self, s: &QueuedSample) {
+    fn learn(&mut self, s: &SequencedSample) {
         let outcome = self.trainer.learn_unchecked(&s.features, s.label, true);
         if outcome.refused {
             // The model is unchanged; the sample counts as handled (`learned_seq` moves on, so
@@ -561,9 +511,9 @@ impl Learner {
         }
     }
 
-    /// Moves the chunk's counts into the metrics, then into the status (so a reader who saw
-    /// the status move sees the metrics moved too).
-    fn flush(&mut self) {
+    /// Moves the chunk's counts into the metrics, then into the progress (so a reader who saw
+    /// the progress move sees the metrics moved too).
+    fn report_chunk(&mut self) {
         let c = std::mem::take(&mut self.chunk);
         if c.learned == 0 && c.last_seq.is_none() {
             return;
@@ -577,11 +527,11 @@ impl Learner {
         if let Some(a) = self.window.accuracy() {
             m.prequential_accuracy.set(a);
         }
-        self.status
+        self.progress
             .samples_learned
             .fetch_add(c.learned, Ordering::AcqRel);
         if let Some(seq) = c.last_seq {
-            self.status.learned_seq.store(seq, Ordering::Release);
+            self.progress.learned_seq.store(seq, Ordering::Release);
         }
     }
 
@@ -608,12 +558,12 @@ impl Learner {
             .with_label_values(&[Phase::Sleep.as_str()])
             .inc_by(report.negatives as u64);
         m.sleep_cycles.inc();
-        self.status.sleep_cycles.fetch_add(1, Ordering::AcqRel);
+        self.progress.sleep_cycles.fetch_add(1, Ordering::AcqRel);
         tracing::trace!(negatives = report.negatives, "slept");
     }
 
     fn set_phase(&self, phase: Phase) {
-        self.status.phase.store(phase as u8, Ordering::Relaxed);
+        self.progress.phase.store(phase as u8, Ordering::Relaxed);
         self.metrics.phase.set(phase as i64);
     }
 
@@ -632,7 +582,7 @@ impl Learner {
         self.snapshots.publish(Snapshot {
             model,
             version: self.version,
-            samples_learned: self.status.samples_learned() + self.chunk.learned,
+            samples_learned: self.progress.samples_learned() + self.chunk.learned,
         });
         self.metrics.model_version.set(self.version as i64);
         self.unpublished = 0;

@@ -1,5 +1,6 @@
-//! The service: everything async lives here. [`run`] wires the parts and serves until its
-//! shutdown future completes.
+//! The service: everything async lives here. [`run`] starts it and serves until its shutdown
+//! future completes; it is [`Service::start`] (every part but HTTP, step by step) followed by
+//! [`Service::serve`], which tests call separately to read the learner's progress.
 //!
 //! ```text
 //! POST /learn ─► http::learn: decode ─► ValidatedBatch (all or nothing: 400/413/415/422)
@@ -15,8 +16,9 @@
 //! (`LearnQueue`), `learner` (the thread), `snapshot` (`Snapshots`), `pending` (delayed
 //! labels), `metrics`, `shutdown`, `http` (router, handlers, `ApiError`), `history` (what the
 //! status page plots), `auth` (access tokens from the environment, kept as digests); durability:
-//! `journal` (WAL writer thread), `checkpointer` (checkpoint writer thread), `recovery` (load
-//! the newest good checkpoint, verify the WAL, hand the backlog to the learner).
+//! `wal_writer` (the WAL's buffer and writer thread), `checkpointer` (checkpoint writer thread),
+//! `recovery` (load the newest good checkpoint, verify the WAL, stream its backlog to the
+//! learner).
 //!
 //! Shutdown, in order: the trigger fires → handlers refuse new samples (503) and NDJSON streams
 //! stop → the server stops accepting and finishes in-flight requests → the queue closes and the
@@ -31,7 +33,6 @@ pub mod checkpointer;
 pub mod config;
 pub mod history;
 pub mod http;
-pub mod journal;
 pub mod learner;
 pub mod metrics;
 pub mod pending;
@@ -40,6 +41,7 @@ pub mod recovery;
 pub mod sample;
 pub mod shutdown;
 pub mod snapshot;
+pub mod wal_writer;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
@@ -51,24 +53,26 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::ff::{FfError, Model, Trainer};
-use crate::store::model_file::{load_model, StoreError};
+use crate::store::model_file;
+use crate::store::StoreError;
 
 pub use auth::{AccessTokens, TokenError};
 pub use config::{Config, ConfigError, LogFormat};
-pub use learner::LearnerStatus;
+pub use learner::LearnerProgress;
 pub use shutdown::shutdown_signal;
 
-use checkpointer::CheckpointReport;
+use checkpointer::{CheckpointReport, Checkpointer};
 use history::{History, StatusSources};
-use http::AppState;
-use journal::{Journal, JournalHandle, JournalMetrics, JournalSettings};
+use http::{AppState, DurabilityState};
 use learner::{LearnerDurability, LearnerHandle, LearnerSettings};
 use metrics::Metrics;
 use pending::PendingLabels;
 use queue::LearnQueue;
+use recovery::Recovered;
 use sample::SampleShape;
-use shutdown::ShutdownTrigger;
+use shutdown::{ShutdownNotice, ShutdownTrigger};
 use snapshot::{Snapshot, Snapshots};
+use wal_writer::{WalMetrics, WalSettings, WalWriter, WalWriterHandle};
 
 /// Why the service could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +106,8 @@ pub enum ServiceError {
     Recovery(#[from] recovery::RecoveryError),
 }
 
-/// A started service: the learner runs; [`Service::serve`] answers HTTP.
+/// A started service: the learner (and, with durability, the WAL writer and the checkpoint
+/// writer) runs; [`Service::serve`] answers HTTP and shuts everything down in order.
 #[derive(Debug)]
 pub struct Service {
     state: Arc<AppState>,
@@ -110,195 +115,79 @@ pub struct Service {
     trigger: ShutdownTrigger,
     history_sources: StatusSources,
     /// The WAL writer, stopped after the learner.
-    journal: Option<JournalHandle>,
+    wal: Option<WalWriterHandle>,
+}
+
+/// Starts the service with `config` and serves on `listener` until `shutdown` completes; then
+/// shuts down in order (see the module docs) and returns. Requests are checked against
+/// `access`. Fails as [`Service::start`] and [`Service::serve`] do.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    access: AccessTokens,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServiceError> {
+    Service::start(config, access)?
+        .serve(listener, shutdown)
+        .await
 }
 
 impl Service {
-    /// [`Service::with_access`] with no tokens: `/learn`, `/classify` and `/v1/model` are
-    /// open, `/admin/*` is refused.
-    pub fn new(config: Config) -> Result<Self, ServiceError> {
-        Self::with_access(config, AccessTokens::default())
-    }
-
-    /// Validates `config`, loads or creates the model (a model file's network replaces
-    /// `config.network`) and starts the learner thread; requests are checked against `access`.
-    /// Fails if `[auth]` closes a route while no token is set (nothing could open it).
-    pub fn with_access(mut config: Config, access: AccessTokens) -> Result<Self, ServiceError> {
+    /// Starts every part but HTTP: validates `config`, loads or creates the model (a model
+    /// file's network replaces `config.network`), recovers the saved state and starts the WAL
+    /// and checkpoint writers (durability on), then the learner thread. Requests will be
+    /// checked against `access`. Fails on an invalid configuration (including an `[auth]` that
+    /// closes a route no token can open), an unreadable model file, saved state that cannot be
+    /// used (or a model file given over a checkpoint), or a thread the OS refuses.
+    pub fn start(mut config: Config, access: AccessTokens) -> Result<Self, ServiceError> {
         config.validate()?;
-        for (key, open) in [
-            ("auth.metrics_open", config.auth.metrics_open),
-            ("auth.health_open", config.auth.health_open),
-        ] {
-            if !open && !access.any() {
-                return Err(ConfigError::Invalid {
-                    key: key.into(),
-                    reason: format!(
-                        "is false but no token is set ({} or {})",
-                        auth::READ_TOKEN_VAR,
-                        auth::LEARN_TOKEN_VAR
-                    ),
-                }
-                .into());
-            }
-        }
-        let model = match &config.model_file {
-            Some(path) => {
-                let loaded = load_model(path)?;
-                config.network = loaded.model.config().clone();
-                config.validate()?;
-                loaded.model
-            }
-            None => Model::new(
-                config.network.clone(),
-                &mut StdRng::seed_from_u64(config.seed),
-            )?,
-        };
-        let mut trainer = Trainer::new(model.clone(), config.train.clone(), config.seed)?;
-
+        check_closed_routes(&config, &access)?;
+        let model = load_model(&mut config)?;
+        let trainer = Trainer::new(model.clone(), config.train.clone(), config.seed)?;
         let metrics = Arc::new(Metrics::new()?);
+        let progress = Arc::new(LearnerProgress::default());
+        let (trainer, snapshot, durability) = if config.durability.enabled {
+            let (trainer, snapshot, durability) =
+                start_durability(&config, trainer, &metrics, &progress)?;
+            (trainer, snapshot, Some(durability))
+        } else {
+            let snapshot = Snapshot {
+                model,
+                version: 0,
+                samples_learned: 0,
+            };
+            (trainer, snapshot, None)
+        };
         let mut queue = LearnQueue::new(config.learner.queue_capacity, metrics.queue_depth.clone());
         metrics
             .queue_capacity
             .set(config.learner.queue_capacity as i64);
-        let status = Arc::new(LearnerStatus::default());
-        let mut snapshot = Snapshot {
-            model,
-            version: 0,
-            samples_learned: 0,
-        };
-        let mut durability = None;
-        let mut journal_handle = None;
-        let (reports, checkpoint_reports) = watch::channel(CheckpointReport::none());
-        if config.durability.enabled {
-            let recovered = recovery::recover(&config, trainer)?;
-            let d = &config.durability;
-            let (journal, handle) = Journal::start(
-                JournalSettings {
-                    dir: config.data_dir.clone(),
-                    mode: d.mode,
-                    batch_interval: Duration::from_millis(d.batch_interval_ms),
-                    segment_bytes: d.wal_segment_bytes,
-                    max_unsynced_bytes: d.max_unsynced_bytes,
-                },
-                recovered.last_seq,
-                recovered.wal_bytes,
-                JournalMetrics {
-                    wal_bytes: metrics.durability.wal_bytes.clone(),
-                    fsync_duration: metrics.durability.wal_fsync_duration.clone(),
-                },
-            )
-            .map_err(recovery::RecoveryError::Wal)?;
-            queue = queue.with_journal(Arc::clone(&journal), recovered.last_seq);
+        if let Some(d) = &durability {
+            queue = queue.with_wal(Arc::clone(&d.http.wal), d.last_seq);
             // Counted from the start, so `queue_depth` never shows 0 before the learner begins.
-            queue.set_backlog(recovered.backlog.remaining);
-            trainer = recovered.trainer;
-            let c = recovered.counters;
-            status.restore(&c);
-            metrics
-                .durability
-                .checkpoint_last_seq
-                .set(c.last_seq as i64);
-            snapshot = Snapshot {
-                model: match &recovered.average {
-                    Some((average, _)) => average.clone(),
-                    None => trainer.model().clone(),
-                },
-                version: c.model_version,
-                samples_learned: c.samples_learned,
-            };
-            metrics.model_version.set(c.model_version as i64);
-            let checkpointer = checkpointer::spawn(
-                config.data_dir.clone(),
-                d.keep_checkpoints,
-                Arc::clone(&journal),
-                metrics.durability.clone(),
-                reports,
-            )
-            .map_err(|source| ServiceError::Io {
-                what: "starting the checkpoint thread",
-                source,
-            })?;
-            durability = Some(LearnerDurability {
-                checkpointer,
-                journal: Arc::clone(&journal),
-                every_samples: d.checkpoint_every_samples,
-                every: (d.checkpoint_every_seconds > 0.0)
-                    .then(|| Duration::from_secs_f64(d.checkpoint_every_seconds)),
-                max_wal_bytes: d.max_wal_bytes,
-                backlog: recovered.backlog,
-                average: recovered.average,
-                metrics: metrics.durability.clone(),
-            });
-            journal_handle = Some((journal, handle));
+            queue.set_backlog(d.learner.backlog.remaining);
         }
-        let queue = Arc::new(queue);
-        let snapshots = Arc::new(Snapshots::new(snapshot));
-        let pending = Arc::new(PendingLabels::new(
-            config.pending.capacity,
-            Duration::from_secs_f64(config.pending.ttl_seconds),
-            metrics.pending_entries.clone(),
-        ));
-        let settings = LearnerSettings {
-            snapshot_every_samples: config.learner.snapshot_every_samples,
-            snapshot_every: Duration::from_millis(config.learner.snapshot_every_ms),
-            sleep_every: config.train.sleep_interval(),
-            prequential_window: config.learner.prequential_window,
-            nice: config.learner.nice,
-            average: config.average.clone(),
-        };
-        let learner = learner::spawn(
-            trainer,
-            Arc::clone(&queue),
-            Arc::clone(&snapshots),
-            Arc::clone(&metrics),
-            Arc::clone(&status),
-            settings,
-            durability,
-        )
-        .map_err(|source| ServiceError::Io {
-            what: "starting the learner thread",
-            source,
-        })?;
-        let (trigger, notice) = shutdown::channel();
-        let history = Arc::new(History::new(
-            config.status.history_points,
-            Duration::from_millis(config.status.history_interval_ms),
-        ));
-        let history_sources = StatusSources {
-            status: Arc::clone(&status),
-            metrics: Arc::clone(&metrics),
-            queue: Arc::clone(&queue),
-            snapshots: Arc::clone(&snapshots),
-            layers: config.network.hidden.len(),
-        };
-        let state = Arc::new(AppState {
-            shape: SampleShape {
-                inputs: config.network.inputs,
-                classes: config.network.classes,
-            },
-            classifier: config.train.classifier,
-            config,
-            queue,
-            snapshots,
-            pending,
+
+        let shared = Shared {
+            queue: Arc::new(queue),
+            snapshots: Arc::new(Snapshots::new(snapshot)),
             metrics,
-            status,
-            shutdown: notice,
-            history,
-            access,
-            durability: journal_handle
-                .as_ref()
-                .map(|(journal, _)| http::DurabilityState {
-                    journal: Arc::clone(journal),
-                    checkpoints: checkpoint_reports,
-                }),
-        });
+            progress,
+        };
+        let (learner_durability, wal_thread, durability_state) = match durability {
+            Some(d) => (Some(d.learner), Some(d.wal_thread), Some(d.http)),
+            None => (None, None, None),
+        };
+        let learner = spawn_learner(&config, trainer, &shared, learner_durability)?;
+        let (trigger, notice) = shutdown::channel();
+        let (state, history_sources) =
+            build_app_state(config, access, shared, notice, durability_state);
         Ok(Self {
             state,
             learner,
             trigger,
             history_sources,
-            journal: journal_handle.map(|(_, handle)| handle),
+            wal: wal_thread,
         })
     }
 
@@ -308,7 +197,7 @@ impl Service {
     }
 
     /// The learner's progress counters (they stay readable after [`Service::serve`] returns).
-    pub fn status(&self) -> Arc<LearnerStatus> {
+    pub fn progress(&self) -> Arc<LearnerProgress> {
         Arc::clone(&self.state.status)
     }
 
@@ -330,7 +219,7 @@ impl Service {
             learner,
             trigger,
             history_sources,
-            journal,
+            wal,
         } = self;
         tokio::spawn(history::record(
             Arc::clone(&state.history),
@@ -395,8 +284,8 @@ impl Service {
             let joined = learner.finish(deadline);
             // After the learner: its final checkpoint may delete segments; then the rest of
             // the buffer is written and synced.
-            if let Some(journal) = journal {
-                journal.finish();
+            if let Some(wal) = wal {
+                wal.finish();
             }
             joined
         })
@@ -418,12 +307,251 @@ impl Service {
     }
 }
 
-/// Starts the service with `config` and serves on `listener` until `shutdown` completes; then
-/// stops accepting, drains the learn queue within `learner.drain_timeout_ms` and returns.
-pub async fn run(
-    listener: TcpListener,
+/// The durability machinery once started (durability on), split by who holds each part.
+struct Durability {
+    /// Highest sequence number used so far; the queue numbers new samples after it.
+    last_seq: u64,
+    /// What the learner needs: the checkpoint writer, the WAL, the backlog, the triggers.
+    learner: LearnerDurability,
+    /// The WAL writer thread, finished after the learner.
+    wal_thread: WalWriterHandle,
+    /// What handlers need: the WAL (to wait for durability) and the checkpoint reports.
+    http: DurabilityState,
+}
+
+/// The handles the learner, the handlers and the status history share.
+struct Shared {
+    queue: Arc<LearnQueue>,
+    snapshots: Arc<Snapshots>,
+    metrics: Arc<Metrics>,
+    progress: Arc<LearnerProgress>,
+}
+
+/// Refuses an `[auth]` that closes `/metrics` or the health routes while no token is set:
+/// nothing could open them again.
+fn check_closed_routes(config: &Config, access: &AccessTokens) -> Result<(), ConfigError> {
+    for (key, open) in [
+        ("auth.metrics_open", config.auth.metrics_open),
+        ("auth.health_open", config.auth.health_open),
+    ] {
+        if !open && !access.any() {
+            return Err(ConfigError::Invalid {
+                key: key.into(),
+                reason: format!(
+                    "is false but no token is set ({} or {})",
+                    auth::READ_TOKEN_VAR,
+                    auth::LEARN_TOKEN_VAR
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The model to start from: the model file's when one is configured (its network then
+/// replaces `config.network`, so everything sized from the config fits the file), else a
+/// fresh one seeded by `config.seed`.
+fn load_model(config: &mut Config) -> Result<Model, ServiceError> {
+    match config.model_file.clone() {
+        Some(path) => {
+            let loaded = model_file::load_model(&path)?;
+            config.network = loaded.model.config().clone();
+            config.validate()?;
+            Ok(loaded.model)
+        }
+        None => Ok(Model::new(
+            config.network.clone(),
+            &mut StdRng::seed_from_u64(config.seed),
+        )?),
+    }
+}
+
+/// The durable start: recovers the saved state, starts the WAL writer and the checkpoint
+/// writer, and returns the trainer to learn with, the snapshot to serve first and the parts.
+fn start_durability(
+    config: &Config,
+    fresh: Trainer,
+    metrics: &Metrics,
+    progress: &LearnerProgress,
+) -> Result<(Trainer, Snapshot, Durability), ServiceError> {
+    let mut recovered = recover(config, fresh, metrics, progress)?;
+    let (wal, wal_thread) = start_wal_writer(config, &recovered, metrics)?;
+    let (checkpointer, checkpoints) = start_checkpointer(config, &wal, metrics)?;
+    let snapshot = recovered_snapshot(&mut recovered);
+    let d = &config.durability;
+    let durability = Durability {
+        last_seq: recovered.last_seq,
+        learner: LearnerDurability {
+            checkpointer,
+            wal: Arc::clone(&wal),
+            every_samples: d.checkpoint_every_samples,
+            every: (d.checkpoint_every_seconds > 0.0)
+                .then(|| Duration::from_secs_f64(d.checkpoint_every_seconds)),
+            max_wal_bytes: d.max_wal_bytes,
+            backlog: recovered.backlog,
+            average: recovered.average,
+            metrics: metrics.durability.clone(),
+        },
+        wal_thread,
+        http: DurabilityState { wal, checkpoints },
+    };
+    Ok((recovered.trainer, snapshot, durability))
+}
+
+/// Recovers the saved state of `config.data_dir` (see [`recovery`]); `fresh` is the trainer
+/// used without a checkpoint. The restored counters go into `progress` and the metrics before
+/// anything can read them, so `/v1/model` never shows the counters go back to 0.
+fn recover(
+    config: &Config,
+    fresh: Trainer,
+    metrics: &Metrics,
+    progress: &LearnerProgress,
+) -> Result<Recovered, ServiceError> {
+    let recovered = recovery::recover(config, fresh)?;
+    let c = &recovered.counters;
+    progress.restore(c);
+    metrics
+        .durability
+        .checkpoint_last_seq
+        .set(c.last_seq as i64);
+    metrics.model_version.set(c.model_version as i64);
+    Ok(recovered)
+}
+
+/// The snapshot served until the learner publishes: the recovered weight average when the
+/// checkpoint has one (that is what was served before the restart), else the recovered weights.
+fn recovered_snapshot(recovered: &mut Recovered) -> Snapshot {
+    let c = &recovered.counters;
+    Snapshot {
+        model: match &recovered.average {
+            Some((average, _)) => average.clone(),
+            None => recovered.trainer.model().clone(),
+        },
+        version: c.model_version,
+        samples_learned: c.samples_learned,
+    }
+}
+
+/// Starts the WAL writer thread; new samples are numbered after everything recovered. The
+/// handle is kept to finish the writer after the learner, the `Arc` goes to the queue, the
+/// learner, the checkpoint writer and the handlers.
+fn start_wal_writer(
+    config: &Config,
+    recovered: &Recovered,
+    metrics: &Metrics,
+) -> Result<(Arc<WalWriter>, WalWriterHandle), ServiceError> {
+    let d = &config.durability;
+    let started = WalWriter::start(
+        WalSettings {
+            dir: config.data_dir.clone(),
+            mode: d.mode,
+            batch_interval: Duration::from_millis(d.batch_interval_ms),
+            segment_bytes: d.wal_segment_bytes,
+            max_unsynced_bytes: d.max_unsynced_bytes,
+        },
+        recovered.last_seq,
+        recovered.wal_bytes,
+        WalMetrics {
+            wal_bytes: metrics.durability.wal_bytes.clone(),
+            fsync_duration: metrics.durability.wal_fsync_duration.clone(),
+        },
+    )
+    .map_err(recovery::RecoveryError::Wal)?;
+    Ok(started)
+}
+
+/// Starts the checkpoint writer thread; returns its job end (for the learner) and the reports
+/// `/admin/checkpoint` waits on.
+fn start_checkpointer(
+    config: &Config,
+    wal: &Arc<WalWriter>,
+    metrics: &Metrics,
+) -> Result<(Checkpointer, watch::Receiver<CheckpointReport>), ServiceError> {
+    let (reports, checkpoints) = watch::channel(CheckpointReport::none());
+    let checkpointer = checkpointer::spawn(
+        config.data_dir.clone(),
+        config.durability.keep_checkpoints,
+        Arc::clone(wal),
+        metrics.durability.clone(),
+        reports,
+    )
+    .map_err(|source| ServiceError::Io {
+        what: "starting the checkpoint thread",
+        source,
+    })?;
+    Ok((checkpointer, checkpoints))
+}
+
+/// Starts the learner thread with the timing knobs of `[learner]` and `[schedule]`.
+fn spawn_learner(
+    config: &Config,
+    trainer: Trainer,
+    shared: &Shared,
+    durability: Option<LearnerDurability>,
+) -> Result<LearnerHandle, ServiceError> {
+    let settings = LearnerSettings {
+        snapshot_every_samples: config.learner.snapshot_every_samples,
+        snapshot_every: Duration::from_millis(config.learner.snapshot_every_ms),
+        sleep_every: config.train.sleep_interval(),
+        prequential_window: config.learner.prequential_window,
+        nice: config.learner.nice,
+        average: config.average.clone(),
+    };
+    learner::spawn(
+        trainer,
+        Arc::clone(&shared.queue),
+        Arc::clone(&shared.snapshots),
+        Arc::clone(&shared.metrics),
+        Arc::clone(&shared.progress),
+        settings,
+        durability,
+    )
+    .map_err(|source| ServiceError::Io {
+        what: "starting the learner thread",
+        source,
+    })
+}
+
+/// What every handler shares, and what the status history reads from.
+fn build_app_state(
     config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServiceError> {
-    Service::new(config)?.serve(listener, shutdown).await
+    access: AccessTokens,
+    shared: Shared,
+    shutdown: ShutdownNotice,
+    durability: Option<DurabilityState>,
+) -> (Arc<AppState>, StatusSources) {
+    let pending = Arc::new(PendingLabels::new(
+        config.pending.capacity,
+        Duration::from_secs_f64(config.pending.ttl_seconds),
+        shared.metrics.pending_entries.clone(),
+    ));
+    let history = Arc::new(History::new(
+        config.status.history_points,
+        Duration::from_millis(config.status.history_interval_ms),
+    ));
+    let history_sources = StatusSources {
+        status: Arc::clone(&shared.progress),
+        metrics: Arc::clone(&shared.metrics),
+        queue: Arc::clone(&shared.queue),
+        snapshots: Arc::clone(&shared.snapshots),
+        layers: config.network.hidden.len(),
+    };
+    let state = Arc::new(AppState {
+        shape: SampleShape {
+            inputs: config.network.inputs,
+            classes: config.network.classes,
+        },
+        classifier: config.train.classifier,
+        config,
+        queue: shared.queue,
+        snapshots: shared.snapshots,
+        pending,
+        metrics: shared.metrics,
+        status: shared.progress,
+        shutdown,
+        history,
+        access,
+        durability,
+    });
+    (state, history_sources)
 }

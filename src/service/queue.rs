@@ -16,19 +16,9 @@ use prometheus::IntGauge;
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
-use crate::service::journal::{AppendError, Journal};
 use crate::service::sample::ValidatedBatch;
-
-/// A sample waiting for the learner.
-#[derive(Debug)]
-pub struct QueuedSample {
-    /// Its sequence number (1, 2, ...; monotonic over the service's life).
-    pub seq: u64,
-    /// Validated features.
-    pub features: Vec<f32>,
-    /// Validated label.
-    pub label: usize,
-}
+use crate::service::wal_writer::{AppendError, WalWriter};
+use crate::store::wal::SequencedSample;
 
 /// What a successful push queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,12 +63,12 @@ pub struct LearnQueue {
     capacity: usize,
     depth: IntGauge,
     /// Where accepted samples are logged before they are queued (durability on).
-    journal: Option<Arc<Journal>>,
+    wal: Option<Arc<WalWriter>>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    items: VecDeque<QueuedSample>,
+    items: VecDeque<SequencedSample>,
     last_seq: u64,
     sleep_requested: bool,
     paused: bool,
@@ -106,15 +96,15 @@ impl LearnQueue {
             room: Notify::new(),
             capacity,
             depth,
-            journal: None,
+            wal: None,
         }
     }
 
-    /// Logs every accepted sample to `journal` (inside the push, so records are in sequence
+    /// Logs every accepted sample to `wal` (inside the push, so records are in sequence
     /// order and a refused push logs nothing), and numbers samples after `last_seq` — the
     /// highest sequence number already used — so numbers are never reused across restarts.
-    pub fn with_journal(mut self, journal: Arc<Journal>, last_seq: u64) -> Self {
-        self.journal = Some(journal);
+    pub fn with_wal(mut self, wal: Arc<WalWriter>, last_seq: u64) -> Self {
+        self.wal = Some(wal);
         self.lock().last_seq = last_seq;
         self
     }
@@ -156,8 +146,8 @@ impl LearnQueue {
             return Err((PushError::Full, batch));
         }
         let first = st.last_seq + 1;
-        if let Some(journal) = &self.journal {
-            match journal.append(first, batch.samples()) {
+        if let Some(wal) = &self.wal {
+            match wal.append(first, batch.samples()) {
                 Ok(()) => {}
                 Err(AppendError::Full) => return Err((PushError::Full, batch)),
                 Err(AppendError::Failed) => return Err((PushError::Storage, batch)),
@@ -168,7 +158,7 @@ impl LearnQueue {
                 .into_samples()
                 .into_iter()
                 .zip(first..)
-                .map(|(s, seq)| QueuedSample {
+                .map(|(s, seq)| SequencedSample {
                     seq,
                     features: s.features,
                     label: s.label,
@@ -257,7 +247,7 @@ impl LearnQueue {
     /// or close; moves up to `max` samples into `out` (appending) and returns the signals.
     pub(crate) fn pop(
         &self,
-        out: &mut Vec<QueuedSample>,
+        out: &mut Vec<SequencedSample>,
         max: usize,
         timeout: Duration,
     ) -> Signals {

@@ -2,16 +2,16 @@
 //! skipped, one written for another network stops the start unless `--reset`), then scan and
 //! verify the WAL (a torn tail is cut off) and count the records after the checkpoint. The
 //! service is ready after this; the learner learns that backlog in the background, streamed
-//! from the segments, before anything new.
+//! from the segments by [`BacklogRecords`], before anything new. All reading of the WAL
+//! happens here; the writing is `wal_writer`'s.
 
 use std::path::{Path, PathBuf};
 
 use crate::ff::{FfError, Model, Trainer};
 use crate::service::config::Config;
-use crate::service::learner::Backlog;
 use crate::store::checkpoint::{self, CheckpointError, Counters};
-use crate::store::model_file::StoreError;
-use crate::store::wal;
+use crate::store::wal::{self, Next, SegmentReader, SequencedSample};
+use crate::store::StoreError;
 
 /// Why the saved state cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,124 @@ pub enum RecoveryError {
     /// The WAL could not be read or repaired.
     #[error("write-ahead log: {0}")]
     Wal(#[from] StoreError),
+    /// A model file was given while the data directory holds a checkpoint: starting from the
+    /// file would throw the learned state away, resuming would ignore the file. Neither is
+    /// done silently.
+    #[error(
+        "a model file ({}) was given, but the data directory holds a checkpoint ({}) that would \
+         be resumed instead; start with --reset to set the saved state aside and start from {}, \
+         or drop --model (`model_file`) to resume from the checkpoint",
+        .model.display(), .checkpoint.display(), .model.display()
+    )]
+    ModelFileAndCheckpoint {
+        /// The model file (`--model`, `model_file`).
+        model: PathBuf,
+        /// The newest checkpoint in the data directory.
+        checkpoint: PathBuf,
+    },
+}
+
+/// WAL records to learn at start: those with a sequence number above `after` in `segments`.
+#[derive(Debug, Clone, Default)]
+pub struct Backlog {
+    /// Segment files, oldest first.
+    pub segments: Vec<PathBuf>,
+    /// Sequence number of the last sample the restored state has learned.
+    pub after: u64,
+    /// Records to learn.
+    pub remaining: u64,
+}
+
+impl Backlog {
+    /// The backlog's records in sequence order, for a network of `inputs` features and
+    /// `classes` classes.
+    pub fn records(self, inputs: usize, classes: usize) -> BacklogRecords {
+        BacklogRecords {
+            segments: self.segments.into_iter(),
+            reader: None,
+            last: self.after,
+            remaining: self.remaining,
+            inputs,
+            classes,
+        }
+    }
+}
+
+/// Streams a [`Backlog`] from its segments, one record in memory at a time. What cannot be
+/// learned is logged and skipped, never fatal: a segment that cannot be opened or read (its
+/// remaining samples are lost), a record already covered by the checkpoint, a record that does
+/// not fit the network. A gap in the sequence numbers is logged (those samples were never made
+/// durable).
+#[derive(Debug)]
+pub struct BacklogRecords {
+    segments: std::vec::IntoIter<PathBuf>,
+    reader: Option<(PathBuf, SegmentReader)>,
+    last: u64,
+    remaining: u64,
+    inputs: usize,
+    classes: usize,
+}
+
+impl BacklogRecords {
+    /// Records of the backlog not yet returned (as counted by the scan at start).
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// The next record of the current segment, opening the next segment when one ends;
+    /// `None` after the last.
+    fn next_record(&mut self) -> Option<SequencedSample> {
+        loop {
+            let Some((path, reader)) = &mut self.reader else {
+                let path = self.segments.next()?;
+                match SegmentReader::open(&path) {
+                    Ok(r) => self.reader = Some((path, r)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read a WAL segment; its samples are lost");
+                    }
+                }
+                continue;
+            };
+            match reader.next_record() {
+                Ok(Next::Record(r, _)) => return Some(r),
+                Ok(Next::End | Next::Torn(_)) => {}
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "reading a WAL segment failed; its remaining samples are lost");
+                }
+            }
+            self.reader = None;
+        }
+    }
+}
+
+impl Iterator for BacklogRecords {
+    type Item = SequencedSample;
+
+    fn next(&mut self) -> Option<SequencedSample> {
+        loop {
+            let record = self.next_record()?;
+            if record.seq <= self.last {
+                continue;
+            }
+            if record.seq != self.last + 1 {
+                tracing::warn!(
+                    expected = self.last + 1,
+                    found = record.seq,
+                    "gap in the WAL: samples in between were never made durable"
+                );
+            }
+            self.last = record.seq;
+            self.remaining = self.remaining.saturating_sub(1);
+            if record.features.len() != self.inputs || record.label >= self.classes {
+                tracing::error!(
+                    seq = record.seq,
+                    "a WAL record does not fit the network; skipped"
+                );
+                continue;
+            }
+            return Some(record);
+        }
+    }
 }
 
 /// What the saved state gives the new process.
@@ -73,6 +191,8 @@ pub fn recover(config: &Config, fresh: Trainer) -> Result<Recovered, RecoveryErr
     std::fs::create_dir_all(dir).map_err(io)?;
     if config.durability.reset {
         set_aside(dir).map_err(io)?;
+    } else if let Some(model) = &config.model_file {
+        refuse_model_file_over_checkpoint(dir, model)?;
     }
     let mut trainer = fresh;
     let mut average = None;
@@ -140,6 +260,22 @@ pub fn recover(config: &Config, fresh: Trainer) -> Result<Recovered, RecoveryErr
     })
 }
 
+/// `Err(ModelFileAndCheckpoint)` if `dir` holds a checkpoint (damaged or not: which one
+/// verifies is decided later, and either way the saved state is not the model file's).
+fn refuse_model_file_over_checkpoint(dir: &Path, model: &Path) -> Result<(), RecoveryError> {
+    let listed = checkpoint::list(dir).map_err(|source| RecoveryError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    match listed.into_iter().next() {
+        Some((_, checkpoint)) => Err(RecoveryError::ModelFileAndCheckpoint {
+            model: model.to_path_buf(),
+            checkpoint,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Moves every checkpoint and WAL segment of `dir` into a new `discarded-<unix seconds>`
 /// directory beside them (kept, not deleted: the operator decides).
 fn set_aside(dir: &Path) -> std::io::Result<()> {
@@ -161,4 +297,60 @@ fn set_aside(dir: &Path) -> std::io::Result<()> {
     }
     tracing::warn!(moved = files.len(), to = %aside.display(), "--reset: the saved state was set aside");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::wal::{encode, SegmentWriter};
+
+    /// A segment of `dir` holding `records` as `(seq, label, features)`.
+    fn segment(dir: &Path, records: &[(u64, usize, &[f32])]) -> PathBuf {
+        let mut w = SegmentWriter::create(dir, records[0].0).expect("create");
+        let mut buf = Vec::new();
+        for &(seq, label, features) in records {
+            encode(&mut buf, seq, label, features);
+        }
+        w.append(&buf).expect("append");
+        w.sync().expect("sync");
+        w.path().to_path_buf()
+    }
+
+    #[test]
+    fn backlog_yields_what_comes_after_the_checkpoint_and_fits_the_network() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = segment(dir.path(), &[(1, 0, &[1.0, 1.0]), (2, 1, &[2.0, 2.0])]);
+        // Seq 4: a label the network does not have; seq 5: a feature too many; 6 after a gap.
+        let second = segment(
+            dir.path(),
+            &[
+                (3, 1, &[3.0, 3.0]),
+                (4, 9, &[4.0, 4.0]),
+                (5, 0, &[5.0, 5.0, 5.0]),
+                (7, 0, &[7.0, 7.0]),
+            ],
+        );
+        let backlog = Backlog {
+            segments: vec![first, second],
+            after: 1,
+            remaining: 5,
+        };
+        let mut records = backlog.records(2, 2);
+        let got: Vec<u64> = records.by_ref().map(|r| r.seq).collect();
+        assert_eq!(got, [2, 3, 7], "1 is covered, 4 and 5 do not fit");
+        assert_eq!(records.remaining(), 0);
+    }
+
+    #[test]
+    fn a_missing_segment_loses_its_samples_not_the_rest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let present = segment(dir.path(), &[(3, 0, &[3.0])]);
+        let backlog = Backlog {
+            segments: vec![dir.path().join("wal-gone.log"), present],
+            after: 0,
+            remaining: 1,
+        };
+        let got: Vec<u64> = backlog.records(1, 2).map(|r| r.seq).collect();
+        assert_eq!(got, [3]);
+    }
 }

@@ -17,8 +17,9 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::ff::optimiser::LayerState;
 use crate::ff::{Model, NetworkConfig, RngPosition, TrainerState};
-use crate::store::model_file::{matrix, read_f32, write_atomic, StoreError};
+use crate::store::model_file::{matrix, read_f32, write_atomic};
 use crate::store::tensor::RawTensor;
+use crate::store::StoreError;
 
 /// Value of the `format` metadata entry of every checkpoint.
 pub const FORMAT: &str = "ffd-checkpoint";

@@ -1,11 +1,14 @@
 //! Persistence: a trained model on disk (`model_file`, safetensors), the learner's checkpoints
 //! (`checkpoint`) and the write-ahead log of accepted samples (`wal`). Depends on `ff` only;
-//! every failure is an error that names the file, and no file, however damaged, makes it panic.
+//! every failure is a `StoreError` that names the file, and no file, however damaged, makes it panic.
 
 pub mod checkpoint;
+mod error;
 pub mod model_file;
 mod tensor;
 pub mod wal;
+
+pub use error::StoreError;
 
 use std::path::{Path, PathBuf};
 use std::{fs, io};

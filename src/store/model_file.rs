@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array1, Array2};
 use safetensors::{Dtype, SafeTensors};
 
-use crate::ff::{FfError, LabelPlacement, Model, NetworkConfig, TrainConfig};
+use crate::ff::{LabelPlacement, Model, NetworkConfig, TrainConfig};
 use crate::store::tensor::RawTensor;
+use crate::store::StoreError;
 
 /// Value of the `format` metadata entry of every model file.
 pub const FORMAT: &str = "ffd-model";
@@ -32,41 +33,6 @@ const KEY_FFD_VERSION: &str = "ffd_version";
 
 /// Attempts at a fresh temp-file name before [`save_model`] gives up.
 const TEMP_NAME_ATTEMPTS: u32 = 64;
-
-/// Why a model file could not be saved or loaded. Every variant names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The file (or its directory) could not be opened, read, written, synced or renamed; a
-    /// missing file is `source.kind() == NotFound`.
-    #[error("{}: {source}", .path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// The bytes are not an ffd model file: not safetensors, truncated, no or foreign metadata,
-    /// a config that is not valid JSON, a missing or unexpected tensor, a dtype other than F32.
-    #[error("{}: not a valid ffd model file: {reason}", .path.display())]
-    Format { path: PathBuf, reason: String },
-    /// A tensor's shape disagrees with the network config stored beside it.
-    #[error(
-        "{}: tensor `{tensor}` has shape {got:?}, but the network config needs {expected:?}",
-        .path.display()
-    )]
-    Shape {
-        path: PathBuf,
-        tensor: String,
-        expected: Vec<usize>,
-        got: Vec<usize>,
-    },
-    /// The stored configs or parameters are refused by the engine (e.g. `classes: 1`).
-    #[error("{}: stored model is invalid: {source}", .path.display())]
-    Model {
-        path: PathBuf,
-        #[source]
-        source: FfError,
-    },
-}
 
 /// What a model file holds: the model and, if it was saved with one, its training config.
 #[derive(Debug, Clone, PartialEq)]
@@ -374,6 +340,7 @@ pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::ff::Classifier;
+    use crate::ff::FfError;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
     use safetensors::tensor::TensorView;

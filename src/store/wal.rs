@@ -14,7 +14,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::store::model_file::{sync_dir, StoreError};
+use crate::store::model_file::sync_dir;
+use crate::store::StoreError;
 
 /// First bytes of every segment.
 pub const MAGIC: &[u8; 8] = b"FFDWAL1\n";
@@ -28,10 +29,12 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 const PREFIX: &str = "wal-";
 const SUFFIX: &str = ".log";
 
-/// One logged sample.
+/// An accepted sample and its sequence number: one WAL record, and also what the service's
+/// learn queue holds, so a sample read back from the log and one handed over live are the same
+/// value for the learner.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WalRecord {
-    /// Its sequence number.
+pub struct SequencedSample {
+    /// Its sequence number (1, 2, ...; monotonic over the service's life, across restarts).
     pub seq: u64,
     /// Its label.
     pub label: usize,
@@ -65,7 +68,7 @@ pub fn encoded_len(features: usize) -> usize {
 #[derive(Debug, PartialEq)]
 pub enum Next {
     /// A record that verifies, and the offset just past it.
-    Record(WalRecord, u64),
+    Record(SequencedSample, u64),
     /// The clean end of the segment.
     End,
     /// A partial or damaged record at the current offset: what follows is not trusted.
@@ -73,6 +76,7 @@ pub enum Next {
 }
 
 /// Reads one segment's records in order.
+#[derive(Debug)]
 pub struct SegmentReader {
     file: BufReader<File>,
     offset: u64,
@@ -144,7 +148,7 @@ impl SegmentReader {
             .collect();
         self.offset += (RECORD_HEADER + len) as u64;
         Ok(Next::Record(
-            WalRecord {
+            SequencedSample {
                 seq,
                 label,
                 features,
@@ -421,7 +425,7 @@ mod tests {
         match r.next_record().expect("read") {
             Next::Record(rec, _) => assert_eq!(
                 rec,
-                WalRecord {
+                SequencedSample {
                     seq: 101,
                     label: 1,
                     features: vec![101.0, 1.0]

@@ -213,7 +213,7 @@ async fn metrics_and_probes_can_be_closed() {
     s.shutdown().await.expect("clean shutdown");
 
     // Closing them with no token to open them is a configuration error.
-    let err = ffd::service::Service::with_access(config, AccessTokens::default())
+    let err = ffd::service::Service::start(config, AccessTokens::default())
         .expect_err("closed routes need a token");
     assert!(err.to_string().contains("auth.metrics_open"), "{err}");
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::support::{batch_json, durable_config, start_server, TestServer};
 use ffd::service::config::DurabilityMode;
-use ffd::service::{Service, ServiceError};
+use ffd::service::{AccessTokens, Service, ServiceError};
 use ffd::store::{checkpoint, wal};
 
 /// Sends training samples `range` in batches of 10; every one must be acknowledged.
@@ -195,7 +195,7 @@ async fn other_network_is_refused_unless_reset() {
     first_life(dir.path()).await;
     let mut other = durable_config(dir.path());
     other.network.hidden = vec![64];
-    let err = Service::new(other.clone()).expect_err("refused");
+    let err = Service::start(other.clone(), AccessTokens::default()).expect_err("refused");
     assert!(matches!(err, ServiceError::Recovery(_)), "{err}");
     let message = err.to_string();
     assert!(

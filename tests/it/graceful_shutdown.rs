@@ -11,7 +11,7 @@ use futures_util::stream;
 async fn shutdown_answers_open_streams_503_and_drains_the_queue() {
     let data = support::mnist_small();
     let mut s = start_server(small_config()).await;
-    let status = std::sync::Arc::clone(&s.status);
+    let progress = std::sync::Arc::clone(&s.progress);
 
     assert_eq!(
         s.post("/admin/pause", &serde_json::json!({}))
@@ -57,12 +57,12 @@ async fn shutdown_answers_open_streams_503_and_drains_the_queue() {
 
     s.join().await.expect("serve returns Ok");
     assert_eq!(
-        status.samples_learned(),
+        progress.samples_learned(),
         305,
         "everything queued was learned"
     );
-    assert_eq!(status.learned_seq(), 305);
-    assert!(!status.is_running());
+    assert_eq!(progress.learned_seq(), 305);
+    assert!(!progress.is_running());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +71,7 @@ async fn past_the_drain_deadline_queued_samples_are_dropped() {
     let mut config = small_config();
     config.learner.drain_timeout_ms = 0;
     let s = start_server(config).await;
-    let status = std::sync::Arc::clone(&s.status);
+    let progress = std::sync::Arc::clone(&s.progress);
     assert_eq!(
         s.post("/admin/pause", &serde_json::json!({}))
             .await
@@ -81,6 +81,6 @@ async fn past_the_drain_deadline_queued_samples_are_dropped() {
     let r = s.post("/learn", &batch_json(&data.train, 0..200)).await;
     assert_eq!(r.status(), 202);
     s.shutdown().await.expect("serve returns Ok");
-    assert_eq!(status.samples_learned(), 0);
-    assert!(!status.is_running());
+    assert_eq!(progress.samples_learned(), 0);
+    assert!(!progress.is_running());
 }

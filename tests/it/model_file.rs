@@ -10,7 +10,8 @@ use std::fs;
 use std::path::Path;
 
 use ffd::ff::{Classifier, Model, NetworkConfig, TrainConfig, Trainer};
-use ffd::store::model_file::{load_model, save_model, StoreError};
+use ffd::store::model_file::{load_model, save_model};
+use ffd::store::StoreError;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use safetensors::tensor::TensorView;

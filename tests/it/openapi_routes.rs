@@ -75,7 +75,11 @@ fn concrete(path: &str, operation: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_document_lists_every_route_the_router_serves() {
-    let service = ffd::service::Service::new(support::small_config()).expect("valid config");
+    let service = ffd::service::Service::start(
+        support::small_config(),
+        ffd::service::AccessTokens::default(),
+    )
+    .expect("valid config");
     let served = served_paths(&service.router());
     assert!(
         served.len() >= 9,

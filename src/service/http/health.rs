@@ -45,7 +45,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
     if state
         .durability
         .as_ref()
-        .is_some_and(|d| d.journal.has_failed())
+        .is_some_and(|d| d.wal.has_failed())
     {
         return Err(ApiError::NotReady("the write-ahead log cannot be written"));
     }

@@ -138,7 +138,7 @@ async fn learn_json(
 async fn durable(state: &AppState, last_seq: Option<u64>) -> Result<(), ApiError> {
     match (&state.durability, last_seq) {
         (Some(d), Some(seq)) => d
-            .journal
+            .wal
             .wait_durable(seq)
             .await
             .map_err(|_| ApiError::StorageFailed),

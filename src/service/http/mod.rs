@@ -34,7 +34,7 @@ use crate::ff::Classifier;
 use crate::service::auth::AccessTokens;
 use crate::service::config::Config;
 use crate::service::history::History;
-use crate::service::learner::LearnerStatus;
+use crate::service::learner::LearnerProgress;
 use crate::service::metrics::Metrics;
 use crate::service::pending::PendingLabels;
 use crate::service::queue::LearnQueue;
@@ -61,7 +61,7 @@ pub struct AppState {
     /// Every metric.
     pub metrics: Arc<Metrics>,
     /// The learner's progress.
-    pub status: Arc<LearnerStatus>,
+    pub status: Arc<LearnerProgress>,
     /// Whether shutdown has begun.
     pub shutdown: ShutdownNotice,
     /// Shape every sample must have.
@@ -80,7 +80,7 @@ pub struct AppState {
 #[derive(Debug)]
 pub struct DurabilityState {
     /// `/learn` waits on it before answering.
-    pub journal: Arc<crate::service::journal::Journal>,
+    pub wal: Arc<crate::service::wal_writer::WalWriter>,
     /// `/admin/checkpoint` waits for its request here.
     pub checkpoints: tokio::sync::watch::Receiver<crate::service::checkpointer::CheckpointReport>,
 }

@@ -20,8 +20,8 @@ pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     pub client: reqwest::Client,
-    /// The learner's counters; readable after shutdown.
-    pub status: std::sync::Arc<ffd::service::LearnerStatus>,
+    /// The learner's progress counters; readable after shutdown.
+    pub progress: std::sync::Arc<ffd::service::LearnerProgress>,
     trigger: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<Result<(), ffd::service::ServiceError>>>,
 }
@@ -71,9 +71,8 @@ pub async fn start_server_with(
     access: ffd::service::AccessTokens,
     client_token: Option<&str>,
 ) -> TestServer {
-    let service =
-        ffd::service::Service::with_access(config, access).expect("the test config is valid");
-    let status = service.status();
+    let service = ffd::service::Service::start(config, access).expect("the test config is valid");
+    let progress = service.progress();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a free port");
@@ -95,7 +94,7 @@ pub async fn start_server_with(
             .default_headers(headers)
             .build()
             .expect("a client"),
-        status,
+        progress,
         trigger: Some(trigger),
         handle: Some(handle),
     }

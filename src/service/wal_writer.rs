@@ -1,13 +1,17 @@
-//! `Journal`: the write-ahead log as the service uses it. `LearnQueue::try_push` encodes each
-//! accepted batch into the journal's buffer while it holds the queue lock (so records are in
+//! `WalWriter`: the write-ahead log's buffer and writer thread. `LearnQueue::try_push` encodes
+//! each accepted batch into the buffer while it holds the queue lock (so records are in
 //! sequence order); one writer thread takes whatever is buffered, writes it to the current
 //! segment and — in `fsync` mode — syncs once for all of it, then tells every waiting request
 //! (group commit). `batch` syncs every `batch_interval_ms`, `none` leaves syncing to the OS.
 //!
 //! The buffer is bounded (`durability.max_unsynced_bytes`): past it a push is refused as
 //! `Full` (429), so a slow disk pushes back on clients instead of growing memory. A write or
-//! sync failure is permanent: the journal refuses every later push and the service stops
+//! sync failure is permanent: the writer refuses every later push and the service stops
 //! acknowledging samples (500 `storage_failed`), because it can no longer keep its promise.
+//!
+//! The file format (segments, records, scanning) is `store::wal`'s; this module is the part
+//! that needs threads, tokio and metrics, which the store does not depend on. Reading the log
+//! back is `recovery`'s.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +26,7 @@ use crate::service::config::DurabilityMode;
 use crate::service::sample::Sample;
 use crate::store::wal::{self, SegmentWriter};
 
-/// Why the journal refused records.
+/// Why the WAL writer refused records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendError {
     /// The unsynced buffer is full: retry later (429).
@@ -41,9 +45,9 @@ pub struct Durable {
     pub failed: bool,
 }
 
-/// The journal's settings.
+/// The WAL writer's settings.
 #[derive(Debug, Clone)]
-pub struct JournalSettings {
+pub struct WalSettings {
     /// The data directory.
     pub dir: PathBuf,
     /// When to sync.
@@ -58,7 +62,7 @@ pub struct JournalSettings {
 
 /// The metrics the writer keeps.
 #[derive(Debug, Clone)]
-pub struct JournalMetrics {
+pub struct WalMetrics {
     /// Bytes of WAL segments on disk.
     pub wal_bytes: IntGauge,
     /// Time of each sync.
@@ -67,16 +71,16 @@ pub struct JournalMetrics {
 
 /// The write-ahead log's buffer and writer thread.
 #[derive(Debug)]
-pub struct Journal {
+pub struct WalWriter {
     state: Mutex<Buffer>,
     work: Condvar,
     durable: watch::Sender<Durable>,
-    settings: JournalSettings,
+    settings: WalSettings,
     /// Bytes appended over the service's life (never decreases; for the checkpoint trigger).
     appended: AtomicU64,
     /// Bytes of WAL segments on disk.
     on_disk: AtomicU64,
-    metrics: JournalMetrics,
+    metrics: WalMetrics,
 }
 
 #[derive(Debug, Default)]
@@ -89,28 +93,28 @@ struct Buffer {
     closed: bool,
 }
 
-/// The writer thread; [`JournalHandle::finish`] flushes, syncs and joins it.
+/// The writer thread; [`WalWriterHandle::finish`] flushes, syncs and joins it.
 #[derive(Debug)]
-pub struct JournalHandle {
-    journal: Arc<Journal>,
+pub struct WalWriterHandle {
+    wal: Arc<WalWriter>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Journal {
-    /// Starts a journal whose next record is `last_seq + 1`, writing into a new segment of
+impl WalWriter {
+    /// Starts a WAL writer whose next record is `last_seq + 1`, writing into a new segment of
     /// `settings.dir`. `on_disk` is the size of the segments already there.
     pub fn start(
-        settings: JournalSettings,
+        settings: WalSettings,
         last_seq: u64,
         on_disk: u64,
-        metrics: JournalMetrics,
-    ) -> Result<(Arc<Journal>, JournalHandle), crate::store::model_file::StoreError> {
+        metrics: WalMetrics,
+    ) -> Result<(Arc<WalWriter>, WalWriterHandle), crate::store::StoreError> {
         let segment = SegmentWriter::create(&settings.dir, last_seq + 1)?;
         let (durable, _) = watch::channel(Durable {
             seq: last_seq,
             failed: false,
         });
-        let journal = Arc::new(Journal {
+        let wal = Arc::new(WalWriter {
             state: Mutex::new(Buffer::default()),
             work: Condvar::new(),
             durable,
@@ -119,23 +123,22 @@ impl Journal {
             on_disk: AtomicU64::new(on_disk + segment.bytes()),
             metrics,
         });
-        journal
-            .metrics
+        wal.metrics
             .wal_bytes
-            .set(journal.on_disk.load(Ordering::Relaxed) as i64);
-        let writer = Arc::clone(&journal);
+            .set(wal.on_disk.load(Ordering::Relaxed) as i64);
+        let writer = Arc::clone(&wal);
         let thread = std::thread::Builder::new()
             .name("ffd-wal".into())
             .spawn(move || writer.run(segment))
-            .map_err(|source| crate::store::model_file::StoreError::Io {
-                path: journal.settings.dir.clone(),
+            .map_err(|source| crate::store::StoreError::Io {
+                path: wal.settings.dir.clone(),
                 source,
             })?;
-        let handle = JournalHandle {
-            journal: Arc::clone(&journal),
+        let handle = WalWriterHandle {
+            wal: Arc::clone(&wal),
             thread: Some(thread),
         };
-        Ok((journal, handle))
+        Ok((wal, handle))
     }
 
     /// Buffers one record per sample, numbered from `first_seq`. Called with the queue lock
@@ -195,7 +198,7 @@ impl Journal {
     }
 
     /// Deletes the segments a checkpoint at `through` covers, and updates the WAL size.
-    pub fn remove_covered(&self, through: u64) -> Result<(), crate::store::model_file::StoreError> {
+    pub fn remove_covered(&self, through: u64) -> Result<(), crate::store::StoreError> {
         let freed = wal::remove_covered(&self.settings.dir, through)?;
         let left = self
             .on_disk
@@ -314,7 +317,7 @@ impl Journal {
     }
 }
 
-impl JournalHandle {
+impl WalWriterHandle {
     /// Writes and syncs what is buffered, then stops the writer thread. Later appends are
     /// refused (the queue is closed by then anyway).
     pub fn finish(mut self) {
@@ -322,8 +325,8 @@ impl JournalHandle {
     }
 
     fn stop(&mut self) {
-        self.journal.lock().closed = true;
-        self.journal.work.notify_one();
+        self.wal.lock().closed = true;
+        self.wal.work.notify_one();
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
                 tracing::error!("the WAL writer thread panicked");
@@ -332,7 +335,7 @@ impl JournalHandle {
     }
 }
 
-impl Drop for JournalHandle {
+impl Drop for WalWriterHandle {
     fn drop(&mut self) {
         self.stop();
     }
