@@ -59,7 +59,7 @@ pub use learner::LearnerStatus;
 pub use shutdown::shutdown_signal;
 
 use checkpointer::CheckpointReport;
-use history::{History, StatusSources};
+use history::{History, HistorySources};
 use http::AppState;
 use journal::{Journal, JournalHandle, JournalMetrics, JournalSettings};
 use learner::{LearnerDurability, LearnerHandle, LearnerSettings};
@@ -108,7 +108,7 @@ pub struct Service {
     state: Arc<AppState>,
     learner: LearnerHandle,
     trigger: ShutdownTrigger,
-    history_sources: StatusSources,
+    history_sources: HistorySources,
     /// The WAL writer, stopped after the learner.
     journal: Option<JournalHandle>,
 }
@@ -267,8 +267,8 @@ impl Service {
             config.status.history_points,
             Duration::from_millis(config.status.history_interval_ms),
         ));
-        let history_sources = StatusSources {
-            status: Arc::clone(&status),
+        let history_sources = HistorySources {
+            learner: Arc::clone(&status),
             metrics: Arc::clone(&metrics),
             queue: Arc::clone(&queue),
             snapshots: Arc::clone(&snapshots),
@@ -285,7 +285,7 @@ impl Service {
             snapshots,
             pending,
             metrics,
-            status,
+            learner: status,
             shutdown: notice,
             history,
             access,
@@ -312,7 +312,7 @@ impl Service {
 
     /// The learner's progress counters (they stay readable after [`Service::serve`] returns).
     pub fn status(&self) -> Arc<LearnerStatus> {
-        Arc::clone(&self.state.status)
+        Arc::clone(&self.state.learner)
     }
 
     /// The router [`Service::serve`] serves (for inspecting its routes).
