@@ -62,9 +62,10 @@ impl OpenApiJson {
     pub fn new(document: &utoipa::openapi::OpenApi) -> Self {
         // Serialising a document of plain strings, maps and numbers cannot fail; an empty
         // object would show it did.
-        let text = document
+        let mut text = document
             .to_pretty_json()
             .unwrap_or_else(|_| "{}".to_owned());
+        text.push('\n');
         Self(text.into())
     }
 }
