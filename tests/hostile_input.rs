@@ -142,7 +142,10 @@ async fn beyond_the_request_limit_requests_are_shed_with_503() {
         "data": vec![0.0; 784]}]});
     let r = s.post("/v2/models/ffd/infer", &infer).await;
     assert_eq!(r.status(), 503);
-    assert!(r.headers().contains_key("retry-after"), "503 without Retry-After");
+    assert!(
+        r.headers().contains_key("retry-after"),
+        "503 without Retry-After"
+    );
     let body: serde_json::Value = r.json().await.expect("a JSON error");
     assert!(
         body["error"].as_str().is_some_and(|e| e.contains("busy")),

@@ -13,8 +13,8 @@ use axum::http::StatusCode;
 use serde_json::{json, Value};
 
 use crate::service::http::error::{ApiError, ErrorBody};
-use crate::service::http::openapi::TAG_ADMIN;
 use crate::service::http::json::Json;
+use crate::service::http::openapi::TAG_ADMIN;
 use crate::service::http::AppState;
 
 /// Longest `/admin/checkpoint` waits for its checkpoint before answering 500.

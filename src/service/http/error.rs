@@ -111,7 +111,10 @@ error_codes! {
 impl ErrorCode {
     /// The codes sent with `status`, in table order.
     pub fn with_status(status: StatusCode) -> impl Iterator<Item = ErrorCode> {
-        Self::ALL.iter().copied().filter(move |c| c.status() == status)
+        Self::ALL
+            .iter()
+            .copied()
+            .filter(move |c| c.status() == status)
     }
 
     /// The code of a refused sample.
@@ -462,9 +465,8 @@ mod tests {
             let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
                 .await
                 .expect("an in-memory body");
-            let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                panic!("{code:?}: {e}: {}", String::from_utf8_lossy(&bytes))
-            });
+            let body: ErrorBody = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{code:?}: {e}: {}", String::from_utf8_lossy(&bytes)));
             assert_eq!(body.error.code, code);
         }
     }
@@ -487,7 +489,10 @@ mod tests {
         const END: &str = "<!-- error-table:end -->";
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/http-api.md");
         let doc = std::fs::read_to_string(&path).expect("docs/http-api.md is readable");
-        let start = doc.find(START).expect("docs/http-api.md has the start marker") + START.len();
+        let start = doc
+            .find(START)
+            .expect("docs/http-api.md has the start marker")
+            + START.len();
         let end = doc[start..]
             .find(END)
             .expect("docs/http-api.md has the end marker")

@@ -22,7 +22,10 @@ pub fn to_line<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         match to_line(&self.0) {
-            Ok(bytes) => ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON))], bytes)
+            Ok(bytes) => (
+                [(header::CONTENT_TYPE, HeaderValue::from_static(JSON))],
+                bytes,
+            )
                 .into_response(),
             // Only a map with non-string keys or a failing `Serialize` impl gets here: a bug, so
             // a plain 500 (an `ApiError` would serialise through this same path).

@@ -147,7 +147,9 @@ pub fn document_error_codes(document: &mut utoipa::openapi::OpenApi) {
                     .content
                     .get(JSON)
                     .and_then(|c| c.schema.as_ref())
-                    .is_some_and(|s| matches!(s, RefOr::Ref(r) if r.ref_location.ends_with("/ErrorBody")));
+                    .is_some_and(
+                        |s| matches!(s, RefOr::Ref(r) if r.ref_location.ends_with("/ErrorBody")),
+                    );
                 let Ok(status) = axum::http::StatusCode::from_bytes(status.as_bytes()) else {
                     continue;
                 };
@@ -159,7 +161,10 @@ pub fn document_error_codes(document: &mut utoipa::openapi::OpenApi) {
                     .collect::<Vec<_>>()
                     .join(", ");
                 if !codes.is_empty() {
-                    response.description = format!("{} Codes: {codes}.", response.description);
+                    response.description = format!(
+                        "{} Error codes with this status: {codes}.",
+                        response.description
+                    );
                 }
             }
         }

@@ -1,6 +1,5 @@
 //! The protocol's error shape, `{"error": "..."}`. Handlers and middleware under `/v2` fail
-//! with the service's one
-//! [`ApiError`](crate::service::http::error::ApiError); [`protocol_shape`], a layer of the `/v2` router only,
+//! with the service's one `ApiError`; [`protocol_shape`], a layer of the `/v2` router only,
 //! rewrites each error body into this shape, keeping status and headers (`WWW-Authenticate`,
 //! `Retry-After`) and the logged detail of a 500.
 

@@ -38,7 +38,6 @@ struct Wanted {
     binary: bool,
 }
 
-
 /// `POST /v2/models/{model_name}/infer`.
 #[utoipa::path(post, path = "/models/{model_name}/infer", tag = TAG_V2,
     params(("model_name" = String, Path, description = "The model: `ffd`.", example = "ffd")),

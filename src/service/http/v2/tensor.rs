@@ -208,7 +208,6 @@ fn number(v: &Value, at: usize) -> Result<f32, String> {
         .ok_or_else(|| format!("`data` value {at} is not a number: {v}"))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,4 +236,3 @@ mod tests {
         assert!(rows(json!([]), -1).is_err());
     }
 }
-
