@@ -1,6 +1,6 @@
-//! `History`: what the status page plots — a bounded ring of [`StatusPoint`]s, one per
-//! `status.history_interval_ms`, sampled by a tokio task from the learner's counters and the
-//! metrics. The learner thread never sees it, so recording costs learning nothing; the ring
+//! `History`: what the status page plots — a bounded ring of [`HistoryPoint`]s, one per
+//! `status.history_interval_ms`, sampled by a tokio task ([`record`]) from the learner's
+//! counters and the metrics. The learner thread never sees it, so recording costs learning nothing; the ring
 //! never grows past `status.history_points` (the oldest point goes first).
 
 use std::collections::VecDeque;
@@ -19,7 +19,7 @@ use crate::service::snapshot::Snapshots;
 
 /// The learner at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct StatusPoint {
+pub struct HistoryPoint {
     /// Unix time, seconds.
     #[schema(example = 1_764_241_200.5)]
     pub time: f64,
@@ -27,9 +27,14 @@ pub struct StatusPoint {
     pub samples_learned: u64,
     /// Version of the snapshot `/classify` uses.
     pub model_version: u64,
-    /// `wake` or `sleep`.
+    /// `wake` or `sleep`, at this instant.
     #[schema(example = "wake")]
     pub phase: &'static str,
+    /// Fraction (0 to 1) of the interval ending at this point that the learner spent asleep,
+    /// from the duration of its completed sleep phases (`ffd_sleep_duration_seconds`). A sleep
+    /// is counted when it ends; one longer than an interval fills the points before it.
+    #[schema(example = 0.25)]
+    pub asleep: f64,
     /// Sleep phases completed.
     pub sleep_cycles: u64,
     /// Samples waiting in the learn queue.
@@ -53,7 +58,7 @@ pub struct StatusPoint {
 /// The last `capacity` points, oldest first.
 #[derive(Debug)]
 pub struct History {
-    points: Mutex<VecDeque<StatusPoint>>,
+    points: Mutex<VecDeque<HistoryPoint>>,
     capacity: usize,
     interval: Duration,
 }
@@ -69,17 +74,37 @@ impl History {
         }
     }
 
-    /// Appends `point`, dropping the oldest one when full.
-    pub fn push(&self, point: StatusPoint) {
+    /// Appends `point`, dropping the oldest one when full, and spreads `asleep_seconds` (the
+    /// sleep time that ended since the previous point) over its interval and, for what does
+    /// not fit there, the intervals before it: a sleep phase was under way all that time.
+    pub fn push(&self, point: HistoryPoint, asleep_seconds: f64) {
         let mut points = self.lock();
         if points.len() == self.capacity {
             points.pop_front();
         }
         points.push_back(point);
+        let mut left = asleep_seconds.max(0.0);
+        for i in (0..points.len()).rev() {
+            if left <= 0.0 {
+                break;
+            }
+            // The oldest point's interval started before the ring: assume a whole interval.
+            let span = match i.checked_sub(1) {
+                Some(before) => points[i].time - points[before].time,
+                None => self.interval.as_secs_f64(),
+            };
+            if span <= 0.0 {
+                continue;
+            }
+            let point = &mut points[i];
+            let used = left.min((1.0 - point.asleep).max(0.0) * span);
+            point.asleep = (point.asleep + used / span).min(1.0);
+            left -= used;
+        }
     }
 
     /// A copy of the points, oldest first.
-    pub fn points(&self) -> Vec<StatusPoint> {
+    pub fn points(&self) -> Vec<HistoryPoint> {
         self.lock().iter().cloned().collect()
     }
 
@@ -93,7 +118,7 @@ impl History {
         self.interval
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<StatusPoint>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<HistoryPoint>> {
         // A poisoned lock only means a push panicked half-way through a `VecDeque` call; the
         // ring is still a valid ring, so keep using it.
         self.points
@@ -104,9 +129,9 @@ impl History {
 
 /// What a point is read from.
 #[derive(Debug, Clone)]
-pub struct StatusSources {
+pub struct HistorySources {
     /// The learner's counters.
-    pub status: Arc<LearnerProgress>,
+    pub progress: Arc<LearnerProgress>,
     /// The metrics (accuracy and per-layer goodness).
     pub metrics: Arc<Metrics>,
     /// The learn queue (depth).
@@ -117,9 +142,14 @@ pub struct StatusSources {
     pub layers: usize,
 }
 
-impl StatusSources {
-    /// The learner now.
-    pub fn read(&self) -> StatusPoint {
+impl HistorySources {
+    /// Seconds the learner has spent in completed sleep phases since it started.
+    fn seconds_asleep(&self) -> f64 {
+        self.metrics.sleep_duration.get_sample_sum()
+    }
+
+    /// The learner now (with `asleep` 0: [`History::push`] fills it in).
+    pub fn read(&self) -> HistoryPoint {
         let time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -139,12 +169,13 @@ impl StatusSources {
             .zip(&goodness_negative)
             .map(|(p, n)| Some((*p)? - (*n)?))
             .collect();
-        StatusPoint {
+        HistoryPoint {
             time,
-            samples_learned: self.status.samples_learned(),
+            samples_learned: self.progress.samples_learned(),
             model_version: self.snapshots.load().version,
-            phase: self.status.phase().as_str(),
-            sleep_cycles: self.status.sleep_cycles(),
+            phase: self.progress.phase().as_str(),
+            asleep: 0.0,
+            sleep_cycles: self.progress.sleep_cycles(),
             queue_depth: self.queue.len(),
             accuracy_rolling,
             accuracy_cumulative,
@@ -187,13 +218,19 @@ impl StatusSources {
 }
 
 /// Records a point into `history` every `history.interval()` until shutdown begins.
-pub async fn record(history: Arc<History>, sources: StatusSources, mut shutdown: ShutdownNotice) {
+pub async fn record(history: Arc<History>, sources: HistorySources, mut shutdown: ShutdownNotice) {
     let mut ticks = tokio::time::interval(history.interval());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut asleep_before = sources.seconds_asleep();
     loop {
         tokio::select! {
             () = shutdown.triggered() => return,
-            _ = ticks.tick() => history.push(sources.read()),
+            _ = ticks.tick() => {
+                let point = sources.read();
+                let asleep = sources.seconds_asleep();
+                history.push(point, asleep - asleep_before);
+                asleep_before = asleep;
+            }
         }
     }
 }
@@ -202,12 +239,13 @@ pub async fn record(history: Arc<History>, sources: StatusSources, mut shutdown:
 mod tests {
     use super::*;
 
-    fn point(samples_learned: u64) -> StatusPoint {
-        StatusPoint {
-            time: 0.0,
+    fn point(samples_learned: u64) -> HistoryPoint {
+        HistoryPoint {
+            time: samples_learned as f64,
             samples_learned,
             model_version: 0,
             phase: "wake",
+            asleep: 0.0,
             sleep_cycles: 0,
             queue_depth: 0,
             accuracy_rolling: None,
@@ -222,9 +260,28 @@ mod tests {
     fn keeps_the_newest_points_up_to_capacity() {
         let history = History::new(3, Duration::from_secs(1));
         for n in 0..5 {
-            history.push(point(n));
+            history.push(point(n), 0.0);
         }
         let kept: Vec<u64> = history.points().iter().map(|p| p.samples_learned).collect();
         assert_eq!(kept, [2, 3, 4]);
+    }
+
+    /// Points one second apart: a quarter-second sleep shades a quarter of its interval; a
+    /// 2.5 s sleep fills its own interval, then what is left of the ones before it.
+    #[test]
+    fn sleep_time_is_a_fraction_of_each_interval() {
+        let history = History::new(10, Duration::from_secs(1));
+        for n in 0..4 {
+            history.push(point(n), 0.0);
+        }
+        history.push(point(4), 0.25);
+        history.push(point(5), 2.5);
+        let asleep: Vec<f64> = history.points().iter().map(|p| p.asleep).collect();
+        assert_eq!(asleep, [0.0, 0.0, 0.0, 0.75, 1.0, 1.0]);
+
+        history.push(point(6), 0.0);
+        history.push(point(7), 2.5);
+        let asleep: Vec<f64> = history.points().iter().map(|p| p.asleep).collect();
+        assert_eq!(asleep, [0.0, 0.0, 0.25, 1.0, 1.0, 1.0, 1.0, 1.0]);
     }
 }

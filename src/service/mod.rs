@@ -62,7 +62,7 @@ pub use learner::LearnerProgress;
 pub use shutdown::shutdown_signal;
 
 use checkpointer::{CheckpointReport, Checkpointer};
-use history::{History, StatusSources};
+use history::{History, HistorySources};
 use http::{AppState, DurabilityState};
 use learner::{LearnerDurability, LearnerHandle, LearnerSettings};
 use metrics::Metrics;
@@ -113,7 +113,7 @@ pub struct Service {
     state: Arc<AppState>,
     learner: LearnerHandle,
     trigger: ShutdownTrigger,
-    history_sources: StatusSources,
+    history_sources: HistorySources,
     /// The WAL writer, stopped after the learner.
     wal: Option<WalWriterHandle>,
 }
@@ -198,7 +198,7 @@ impl Service {
 
     /// The learner's progress counters (they stay readable after [`Service::serve`] returns).
     pub fn progress(&self) -> Arc<LearnerProgress> {
-        Arc::clone(&self.state.status)
+        Arc::clone(&self.state.progress)
     }
 
     /// The router [`Service::serve`] serves (for inspecting its routes).
@@ -519,7 +519,7 @@ fn build_app_state(
     shared: Shared,
     shutdown: ShutdownNotice,
     durability: Option<DurabilityState>,
-) -> (Arc<AppState>, StatusSources) {
+) -> (Arc<AppState>, HistorySources) {
     let pending = Arc::new(PendingLabels::new(
         config.pending.capacity,
         Duration::from_secs_f64(config.pending.ttl_seconds),
@@ -529,8 +529,8 @@ fn build_app_state(
         config.status.history_points,
         Duration::from_millis(config.status.history_interval_ms),
     ));
-    let history_sources = StatusSources {
-        status: Arc::clone(&shared.progress),
+    let history_sources = HistorySources {
+        progress: Arc::clone(&shared.progress),
         metrics: Arc::clone(&shared.metrics),
         queue: Arc::clone(&shared.queue),
         snapshots: Arc::clone(&shared.snapshots),
@@ -547,7 +547,7 @@ fn build_app_state(
         snapshots: shared.snapshots,
         pending,
         metrics: shared.metrics,
-        status: shared.progress,
+        progress: shared.progress,
         shutdown,
         history,
         access,

@@ -43,14 +43,18 @@ pub struct SampleShape {
     pub classes: usize,
 }
 
-/// Why a sample was refused: which sample, which field, what is wrong.
+/// Why a sample was refused: which sample, which field (and which element of it), what is
+/// wrong. Its text names the field's path, e.g. "`features[3]` is not finite"; where the sample
+/// sits is for the caller to say (a batch index, an NDJSON line).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("sample {index}: `{field}` {detail}")]
+#[error("`{field}{}` {detail}", .element.map(|i| format!("[{i}]")).unwrap_or_default())]
 pub struct SampleError {
     /// Position of the sample in its request (0-based).
     pub index: usize,
     /// The offending field (`features`, `label`, `id`).
     pub field: &'static str,
+    /// The offending element of the field, when it is an array.
+    pub element: Option<usize>,
     /// The metric reason.
     pub reason: RejectReason,
     /// What is wrong, e.g. "has 783 values, expected 784".
@@ -68,6 +72,7 @@ pub fn check_features(features: &[f32], inputs: usize) -> Result<(), SampleError
         return Err(SampleError {
             index: 0,
             field: "features",
+            element: None,
             reason: RejectReason::Features,
             detail: format!("has {} values, expected {inputs}", features.len()),
         });
@@ -76,17 +81,19 @@ pub fn check_features(features: &[f32], inputs: usize) -> Result<(), SampleError
         return Err(SampleError {
             index: 0,
             field: "features",
+            element: Some(i),
             reason: RejectReason::NonFinite,
-            detail: format!("value {i} is not a finite 32-bit number"),
+            detail: "is not finite (NaN, or beyond the 32-bit float range)".into(),
         });
     }
     if let Some(i) = features.iter().position(|v| v.abs() > MAX_ABS_FEATURE) {
         return Err(SampleError {
             index: 0,
             field: "features",
+            element: Some(i),
             reason: RejectReason::OutOfRange,
             detail: format!(
-                "value {i} is {:e}; features must lie within ±{MAX_ABS_FEATURE:e}",
+                "is {:e}; features must lie within ±{MAX_ABS_FEATURE:e}",
                 features[i]
             ),
         });
@@ -100,11 +107,73 @@ pub fn check_id(id: &str) -> Result<(), SampleError> {
         return Err(SampleError {
             index: 0,
             field: "id",
+            element: None,
             reason: RejectReason::InvalidId,
             detail: format!("must have 1 to {MAX_ID_BYTES} bytes, has {}", id.len()),
         });
     }
     Ok(())
+}
+
+/// Feature vectors to classify, all checked by [`check_features`] and stored flat (row-major),
+/// so `/classify` and the v2 inference route share one classification path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureRows {
+    values: Vec<f32>,
+    width: usize,
+}
+
+impl FeatureRows {
+    /// No rows yet, of `width` features each, with room for `rows`.
+    pub fn with_capacity(width: usize, rows: usize) -> Self {
+        Self {
+            values: Vec::with_capacity(width * rows),
+            width,
+        }
+    }
+
+    /// Checks `features` and appends them as the next row; the error has the row's index.
+    pub fn push(&mut self, features: &[f32]) -> Result<(), SampleError> {
+        let index = self.len();
+        check_features(features, self.width).map_err(|e| SampleError { index, ..e })?;
+        self.values.extend_from_slice(features);
+        Ok(())
+    }
+
+    /// Checks flat row-major `values` (a whole number of rows of `width`) row by row.
+    pub fn from_flat(values: Vec<f32>, width: usize) -> Result<Self, SampleError> {
+        if width == 0 || values.len() % width != 0 {
+            return Err(SampleError {
+                index: 0,
+                field: "features",
+                element: None,
+                reason: RejectReason::Features,
+                detail: format!(
+                    "has {} values, not a whole number of samples of {width}",
+                    values.len()
+                ),
+            });
+        }
+        for (index, row) in values.chunks_exact(width).enumerate() {
+            check_features(row, width).map_err(|e| SampleError { index, ..e })?;
+        }
+        Ok(Self { values, width })
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.values.len().checked_div(self.width).unwrap_or(0)
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The rows, in order.
+    pub fn rows(&self) -> std::slice::ChunksExact<'_, f32> {
+        self.values.chunks_exact(self.width.max(1))
+    }
 }
 
 /// Samples that all passed validation, in request order.
@@ -155,6 +224,7 @@ impl ValidatedBatch {
             .ok_or_else(|| SampleError {
                 index,
                 field: "label",
+                element: None,
                 reason: RejectReason::Label,
                 detail: format!(
                     "is {}, expected 0..{} (exclusive)",
@@ -173,6 +243,7 @@ impl ValidatedBatch {
                     pending.take(&id, now).ok_or_else(|| SampleError {
                         index,
                         field: "id",
+                        element: None,
                         reason: RejectReason::UnknownId,
                         detail: format!(
                             "{id:?} is unknown or expired (send its features to /classify with this id first)"

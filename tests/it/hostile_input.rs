@@ -26,7 +26,7 @@ async fn huge_and_non_finite_features_are_refused_whole() {
     let r = s.post("/learn", &sample_json(&huge, 1)).await;
     let (status, code, message) = error_code(r).await;
     assert_eq!((status, code.as_str()), (422, "feature_out_of_range"));
-    assert!(message.contains("value 100"), "{message}");
+    assert!(message.contains("`features[100]`"), "{message}");
     // In a batch, one bad sample refuses the whole batch.
     let batch = json!({ "samples": [sample_json(&[0.5; 784], 1), sample_json(&huge, 2)] });
     let (status, code, message) = error_code(s.post("/learn", &batch).await).await;
@@ -136,13 +136,27 @@ async fn beyond_the_request_limit_requests_are_shed_with_503() {
     assert!(retry_after.is_some(), "503 without Retry-After");
     let r = s.post("/learn", &sample_json(&[0.5; 784], 1)).await;
     assert_eq!(error_code(r).await.1, "overloaded");
+    // The v2 routes share the limit and refuse in the protocol's shape, `{"error": "..."}`.
+    let infer = json!({"inputs": [{"name": "features", "shape": [1, 784], "datatype": "FP32",
+        "data": vec![0.0; 784]}]});
+    let r = s.post("/v2/models/ffd/infer", &infer).await;
+    assert_eq!(r.status(), 503);
+    assert!(
+        r.headers().contains_key("retry-after"),
+        "503 without Retry-After"
+    );
+    let body: serde_json::Value = r.json().await.expect("a JSON error");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("busy")),
+        "not the v2 error shape: {body}"
+    );
     // Probes and metrics are exempt.
-    for path in ["/healthz", "/readyz"] {
+    for path in ["/healthz", "/readyz", "/v2/health/ready"] {
         let r = s.client.get(format!("{}{path}", s.url)).send().await;
         assert_eq!(r.expect("answers").status(), 200, "{path}");
     }
     let scrape = s.metrics().await;
-    assert_eq!(metric(&scrape, "ffd_http_shed_total"), Some(2.0));
+    assert_eq!(metric(&scrape, "ffd_http_shed_total"), Some(3.0));
     assert_eq!(
         metric(&scrape, "ffd_samples_accepted_total"),
         Some(1.0),

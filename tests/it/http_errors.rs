@@ -137,7 +137,7 @@ async fn every_error_has_its_status_and_learns_nothing() {
         .await;
     let message = expect(r, 422, "non_finite_feature").await;
     assert!(
-        message.contains("sample 1") && message.contains("features"),
+        message.contains("sample 1: `features[0]` is not finite"),
         "{message}"
     );
 

@@ -1,8 +1,9 @@
 //! `/openapi.json` documents exactly the routes the server serves. The routes the router serves
 //! are read from the router itself (axum's `Debug` output lists its path table), the documented
 //! ones from the OpenAPI document; then a live server must answer every documented operation
-//! (never 404 or 405) and refuse every undocumented method on a served path with 405. A route
-//! added without `#[utoipa::path]` and `routes!` fails here.
+//! (never 404 or 405), every JSON answer ending with a newline, and refuse every undocumented
+//! method on a served path with 405. A route added without `#[utoipa::path]` and `routes!`
+//! fails here.
 use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -138,12 +139,25 @@ async fn the_document_lists_every_route_the_router_serves() {
             } else {
                 request
             };
-            let status = request.send().await.expect("the server answers").status();
+            let response = request.send().await.expect("the server answers");
+            let status = response.status();
             assert!(
                 status != 404 && status != 405,
                 "{} {target} is documented but answers {status}",
                 method.to_uppercase()
             );
+            let json = response
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+            let body = response.bytes().await.expect("a body");
+            if json {
+                assert!(
+                    body.ends_with(b"\n"),
+                    "{} {target}: a JSON body without a final newline",
+                    method.to_uppercase()
+                );
+            }
             example_path = Some(target);
         }
         let target = example_path.expect("at least one operation");
@@ -231,12 +245,22 @@ fn every_operation_documents_its_responses_and_errors() {
             }
         }
     }
+    let codes: Vec<&str> = ffd::service::http::error::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(
+        document["components"]["schemas"]["ErrorCode"]["enum"],
+        json!(codes),
+        "the document's error codes are the error table's"
+    );
     for schema in [
         "ErrorBody",
         "V2ErrorBody",
         "InferRequest",
         "InferResponse",
-        "StatusResponse",
+        "HistoryResponse",
+        "ErrorCode",
     ] {
         assert!(
             document["components"]["schemas"][schema].is_object(),

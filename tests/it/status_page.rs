@@ -50,6 +50,10 @@ async fn the_page_is_self_contained_and_its_data_is_bounded() {
     let html = response.text().await.expect("a text body");
     assert!(html.contains("<canvas"), "the page draws charts");
     assert!(
+        html.contains("no data yet"),
+        "empty charts say so instead of showing an axis"
+    );
+    assert!(
         html.contains("\"v1/status\""),
         "the page polls its data endpoint"
     );
@@ -97,6 +101,10 @@ async fn the_page_is_self_contained_and_its_data_is_bounded() {
         times.windows(2).all(|w| w[0] < w[1]),
         "oldest first: {times:?}"
     );
+    for p in points {
+        let asleep = p["asleep"].as_f64().expect("time asleep");
+        assert!((0.0..=1.0).contains(&asleep), "asleep {asleep}: a fraction");
+    }
     let last = points.last().expect("a point");
     let accuracy = last["accuracy_rolling"]
         .as_f64()

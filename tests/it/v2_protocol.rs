@@ -92,6 +92,10 @@ async fn health_and_metadata() {
             "{body}"
         );
     }
+    // An unknown route under /v2 is refused in the protocol's shape too.
+    let (status, body) = get(&s, "/v2/repository/index").await;
+    assert_eq!(status, 404);
+    assert_eq!(body, json!({"error": "no such route"}));
     s.shutdown().await.expect("clean shutdown");
 }
 

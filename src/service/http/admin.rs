@@ -2,7 +2,7 @@
 //! `POST /admin/sleep` starts a sleep phase now; `/admin/pause` and `/admin/resume` stop and
 //! restart learning (the queue keeps accepting until full, then `/learn` answers 429).
 //! `POST /admin/checkpoint` writes a checkpoint now and answers once it is on disk.
-//! They always need the learn token (`http::auth`, `Guard::Admin`): without one set, they are
+//! They always need the learn token (`http::guard`, `Guard::Admin`): without one set, they are
 //! refused.
 
 use std::sync::Arc;
@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde_json::{json, Value};
 
 use crate::service::http::error::{ApiError, ErrorBody};
+use crate::service::http::json::Json;
 use crate::service::http::openapi::TAG_ADMIN;
 use crate::service::http::AppState;
 

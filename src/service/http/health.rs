@@ -1,13 +1,12 @@
-//! Read-only routes: `/healthz` (the process answers), `/readyz` (a model is loaded, the
-//! learner runs and shutdown has not begun), `/v1/model` (shape, schedule, progress and the
-//! effective config) and `/metrics` (Prometheus text format).
+//! Read-only routes: `/healthz` (the process answers), `/readyz` ([`readiness`]: shutdown has
+//! not begun, the learner runs and the write-ahead log can be written), `/v1/model` (shape,
+//! schedule, progress and the effective config) and `/metrics` (Prometheus text format).
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -15,6 +14,7 @@ use utoipa::ToSchema;
 use crate::ff::ScheduleMode;
 use crate::service::config::Config;
 use crate::service::http::error::{ApiError, ErrorBody};
+use crate::service::http::json::Json;
 use crate::service::http::openapi::TAG_HEALTH;
 use crate::service::http::AppState;
 
@@ -29,26 +29,48 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 when ready to learn and classify, else 503 saying why.
-#[utoipa::path(get, path = "/readyz", tag = TAG_HEALTH, responses(
-    (status = 200, description = "Ready to learn and classify.", body = Object, example = json!({"status": "ready"})),
-    (status = 503, description = "Shutting down, or the learner is not running.", body = ErrorBody,
-        example = json!({"error": {"code": "not_ready", "message": "not ready: shutting down"}})),
-))]
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+/// Why the service is not ready. [`readiness`] is the one definition every probe uses
+/// (`/readyz`, `/v2/health/ready`, `/v2/models/ffd/ready`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unready {
+    /// Shutdown has begun.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// The learner thread is not running.
+    #[error("the learner is not running")]
+    LearnerStopped,
+    /// The write-ahead log failed, so no sample can be acknowledged.
+    #[error("the write-ahead log cannot be written")]
+    StorageFailed,
+}
+
+/// Whether the service can learn and classify now: shutdown has not begun, the learner runs
+/// and (with durability) the write-ahead log can be written.
+pub fn readiness(state: &AppState) -> Result<(), Unready> {
     if state.shutdown.is_triggered() {
-        return Err(ApiError::NotReady("shutting down"));
+        return Err(Unready::ShuttingDown);
     }
-    if !state.status.is_running() {
-        return Err(ApiError::NotReady("the learner is not running"));
+    if !state.progress.is_running() {
+        return Err(Unready::LearnerStopped);
     }
     if state
         .durability
         .as_ref()
         .is_some_and(|d| d.wal.has_failed())
     {
-        return Err(ApiError::NotReady("the write-ahead log cannot be written"));
+        return Err(Unready::StorageFailed);
     }
+    Ok(())
+}
+
+/// `GET /readyz`: 200 when ready to learn and classify, else 503 saying why.
+#[utoipa::path(get, path = "/readyz", tag = TAG_HEALTH, responses(
+    (status = 200, description = "Ready to learn and classify.", body = Object, example = json!({"status": "ready"})),
+    (status = 503, description = "Shutting down, the learner is not running, or the write-ahead log cannot be written.", body = ErrorBody,
+        example = json!({"error": {"code": "not_ready", "message": "not ready: shutting down"}})),
+))]
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    readiness(&state).map_err(ApiError::NotReady)?;
     Ok(Json(json!({ "status": "ready" })))
 }
 
@@ -104,23 +126,23 @@ pub struct ModelInfo<'a> {
 pub async fn model(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let snapshot = state.snapshots.load();
     let net = snapshot.model.config();
-    let status = &state.status;
+    let progress = &state.progress;
     let info = ModelInfo {
         layer_sizes: net.widths(),
         inputs: net.inputs,
         classes: net.classes,
         schedule: state.config.train.schedule,
-        phase: status.phase().as_str(),
+        phase: progress.phase().as_str(),
         paused: state.queue.is_paused(),
-        learner_running: status.is_running(),
+        learner_running: progress.is_running(),
         model_version: snapshot.version,
         snapshot_samples_learned: snapshot.samples_learned,
-        samples_learned: status.samples_learned(),
-        sleep_cycles: status.sleep_cycles(),
+        samples_learned: progress.samples_learned(),
+        sleep_cycles: progress.sleep_cycles(),
         queue_depth: state.queue.depth(),
         queue_capacity: state.queue.capacity(),
         last_seq: state.queue.last_seq(),
-        learned_seq: status.learned_seq(),
+        learned_seq: progress.learned_seq(),
         pending_entries: state.pending.len(),
         config: &state.config,
     };

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::service::http::error::{ApiError, ErrorBody, Position};
 use crate::service::http::extract::{body_kind, read_json, BodyKind, Lines};
+use crate::service::http::json::Json;
 use crate::service::http::AppState;
 use crate::service::metrics::RejectReason;
 use crate::service::queue::{Accepted, PushError};
@@ -260,7 +260,7 @@ fn validate(
         state.metrics.reject(error.reason, n);
         ApiError::InvalidSample {
             at: at(error.index),
-            error,
+            error: Box::new(error),
         }
     })
 }
@@ -274,7 +274,7 @@ fn try_queue(
     if state.shutdown.is_triggered() {
         return Err((ApiError::ShuttingDown, batch));
     }
-    if !state.status.is_running() {
+    if !state.progress.is_running() {
         return Err((ApiError::LearnerStopped, batch));
     }
     match state.queue.try_push(batch) {

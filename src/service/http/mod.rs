@@ -2,21 +2,23 @@
 //! the result) over the shared [`AppState`]. Only this module knows HTTP; handlers never touch
 //! the model except through the published snapshot.
 //!
-//! [`api`] is the one route table: every route is registered there through `routes!`, which
-//! takes its OpenAPI operation from the handler's `#[utoipa::path]`, so the router and
-//! `GET /openapi.json` cannot disagree (a test compares them on a live server).
+//! `RouteGroups` is the one route table: every route is registered there through `routes!`,
+//! which takes its OpenAPI operation from the handler's `#[utoipa::path]`, so the router and
+//! `GET /openapi.json` cannot disagree (a test compares them on a live server). Every JSON
+//! answer goes out through [`json::Json`]; every failure is an [`error::ApiError`].
 
 pub mod admin;
-pub mod auth;
 pub mod classify;
 pub mod error;
 pub mod extract;
+pub mod guard;
 pub mod health;
+pub mod json;
 pub mod learn;
 pub mod listener;
 pub mod openapi;
 pub mod request_limit;
-pub mod status;
+pub mod status_page;
 pub mod v2;
 
 use std::sync::Arc;
@@ -43,6 +45,7 @@ use crate::service::shutdown::ShutdownNotice;
 use crate::service::snapshot::Snapshots;
 
 use self::error::{ApiError, InternalDetail};
+use self::guard::Guard;
 
 /// Route label of requests that matched no route (keeps `route` low-cardinality).
 const UNMATCHED_ROUTE: &str = "unmatched";
@@ -60,8 +63,8 @@ pub struct AppState {
     pub pending: Arc<PendingLabels>,
     /// Every metric.
     pub metrics: Arc<Metrics>,
-    /// The learner's progress.
-    pub status: Arc<LearnerProgress>,
+    /// The learner's progress counters.
+    pub progress: Arc<LearnerProgress>,
     /// Whether shutdown has begun.
     pub shutdown: ShutdownNotice,
     /// Shape every sample must have.
@@ -92,98 +95,135 @@ impl AppState {
     }
 }
 
-/// Every route and its OpenAPI operation, in groups by what a request needs to pass: the token
-/// its [`auth::Guard`] requires and, for the routes that do work, the global request limit.
-/// Register routes here and only through `routes!`: a route added with `.route(...)` would be
-/// served but missing from `/openapi.json`, and the route-coverage test fails.
+/// What a route group's requests must pass before the handler: the token its [`Guard`]
+/// requires and, for the routes that do work, the global request limit.
+#[derive(Debug, Clone, Copy)]
+struct Access {
+    guard: Guard,
+    limited: bool,
+}
+
+impl Access {
+    const fn new(guard: Guard, limited: bool) -> Self {
+        Self { guard, limited }
+    }
+}
+
+/// The middleware [`RouteGroups::assemble`] puts around each group: `None` builds the routes
+/// bare, for the OpenAPI document alone.
+struct Layers {
+    state: Arc<AppState>,
+    limit: request_limit::RequestLimit,
+}
+
+/// Every route and its OpenAPI operation, in groups by what a request needs to pass
+/// ([`Access`]). This is the one route table: the router and the OpenAPI document are both
+/// built from it by [`RouteGroups::assemble`]. Register routes here and only through
+/// `routes!`: a route added with `.route(...)` would be served but missing from
+/// `/openapi.json`, and the route-coverage test fails.
 struct RouteGroups {
     /// `/learn`: the learn token.
     learn: OpenApiRouter<Arc<AppState>>,
     /// `/admin/*`: the learn token, always.
     admin: OpenApiRouter<Arc<AppState>>,
-    /// Classification and model metadata (v1 and v2): the read token, when one is set.
+    /// Classification and model metadata: the read token, when one is set.
     read: OpenApiRouter<Arc<AppState>>,
     /// What a monitoring system or a person watching reads: `/metrics`, the status page and its
     /// data. Open unless `auth.metrics_open = false`.
     observe: OpenApiRouter<Arc<AppState>>,
-    /// Liveness and readiness probes (v1 and v2). Open unless `auth.health_open = false`.
+    /// Liveness and readiness probes. Open unless `auth.health_open = false`.
     health: OpenApiRouter<Arc<AppState>>,
     /// The API's own description: always open, it holds nothing about the model.
     open: OpenApiRouter<Arc<AppState>>,
+    /// The Open Inference Protocol's metadata and inference routes, relative to `/v2`: as
+    /// `read`.
+    v2_read: OpenApiRouter<Arc<AppState>>,
+    /// The Open Inference Protocol's probes, relative to `/v2`: as `health`.
+    v2_health: OpenApiRouter<Arc<AppState>>,
 }
 
 impl RouteGroups {
+    const LEARN: Access = Access::new(Guard::Learn, true);
+    const ADMIN: Access = Access::new(Guard::Admin, true);
+    const READ: Access = Access::new(Guard::Read, true);
+    const OBSERVE: Access = Access::new(Guard::Metrics, false);
+    const HEALTH: Access = Access::new(Guard::Health, false);
+
     fn new() -> Self {
-        use self::auth::Guard;
         Self {
-            learn: documented(
-                OpenApiRouter::new().routes(routes!(learn::learn)),
-                Guard::Learn,
-                true,
-            ),
-            admin: documented(
-                OpenApiRouter::new()
-                    .routes(routes!(admin::sleep))
-                    .routes(routes!(admin::pause))
-                    .routes(routes!(admin::resume))
-                    .routes(routes!(admin::checkpoint)),
-                Guard::Admin,
-                true,
-            ),
-            read: documented(
-                OpenApiRouter::new()
-                    .routes(routes!(classify::classify))
-                    .routes(routes!(health::model))
-                    .routes(routes!(v2::server_metadata))
-                    .routes(routes!(v2::model_metadata))
-                    .routes(routes!(v2::model_ready))
-                    .routes(routes!(v2::model_infer)),
-                Guard::Read,
-                true,
-            ),
-            observe: documented(
-                OpenApiRouter::new()
-                    .routes(routes!(health::metrics))
-                    .routes(routes!(status::status_page))
-                    .routes(routes!(status::status_json)),
-                Guard::Metrics,
-                false,
-            ),
-            health: documented(
-                OpenApiRouter::new()
-                    .routes(routes!(health::healthz))
-                    .routes(routes!(health::readyz))
-                    .routes(routes!(v2::server_live))
-                    .routes(routes!(v2::server_ready)),
-                Guard::Health,
-                false,
-            ),
+            learn: OpenApiRouter::new().routes(routes!(learn::learn)),
+            admin: OpenApiRouter::new()
+                .routes(routes!(admin::sleep))
+                .routes(routes!(admin::pause))
+                .routes(routes!(admin::resume))
+                .routes(routes!(admin::checkpoint)),
+            read: OpenApiRouter::new()
+                .routes(routes!(classify::classify))
+                .routes(routes!(health::model)),
+            observe: OpenApiRouter::new()
+                .routes(routes!(health::metrics))
+                .routes(routes!(status_page::status_page))
+                .routes(routes!(status_page::history)),
+            health: OpenApiRouter::new()
+                .routes(routes!(health::healthz))
+                .routes(routes!(health::readyz)),
             open: OpenApiRouter::new().routes(routes!(openapi::openapi_json)),
+            v2_read: OpenApiRouter::new()
+                .routes(routes!(v2::metadata::server_metadata))
+                .routes(routes!(v2::metadata::model_metadata))
+                .routes(routes!(v2::health::model_ready))
+                .routes(routes!(v2::infer::model_infer)),
+            v2_health: OpenApiRouter::new()
+                .routes(routes!(v2::health::server_live))
+                .routes(routes!(v2::health::server_ready)),
         }
     }
-}
 
-/// `routes` with what `guard` (and, if `limited`, the request limit) add to their answers in
-/// the OpenAPI document.
-fn documented(
-    mut routes: OpenApiRouter<Arc<AppState>>,
-    guard: auth::Guard,
-    limited: bool,
-) -> OpenApiRouter<Arc<AppState>> {
-    openapi::document_access(routes.get_openapi_mut(), guard, limited);
-    routes
+    /// Every group behind its [`Access`] (documented, and with `layers` enforced), the v2
+    /// groups nested under `/v2` behind the protocol's error shape, and the error codes in the
+    /// document.
+    fn assemble(self, layers: Option<&Layers>) -> OpenApiRouter<Arc<AppState>> {
+        let guarded = |mut routes: OpenApiRouter<Arc<AppState>>, access: Access, v2: bool| {
+            openapi::document_access(routes.get_openapi_mut(), access.guard, access.limited, v2);
+            let Some(layers) = layers else {
+                return routes;
+            };
+            if access.limited {
+                routes = routes.route_layer(middleware::from_fn_with_state(
+                    (Arc::clone(&layers.state), layers.limit.clone()),
+                    request_limit::shed,
+                ));
+            }
+            // Added last, so it runs first: unauthenticated clients cannot use up the slots.
+            routes.route_layer(middleware::from_fn_with_state(
+                (Arc::clone(&layers.state), access.guard),
+                guard::require,
+            ))
+        };
+        let mut v2 = OpenApiRouter::new()
+            .merge(guarded(self.v2_read, Self::READ, true))
+            .merge(guarded(self.v2_health, Self::HEALTH, true));
+        if layers.is_some() {
+            v2 = v2
+                .fallback(|| async { ApiError::NotFound })
+                .layer(middleware::map_response(v2::error::protocol_shape));
+        }
+        let mut routes = OpenApiRouter::with_openapi(openapi::document_base())
+            .merge(guarded(self.learn, Self::LEARN, false))
+            .merge(guarded(self.admin, Self::ADMIN, false))
+            .merge(guarded(self.read, Self::READ, false))
+            .merge(guarded(self.observe, Self::OBSERVE, false))
+            .merge(guarded(self.health, Self::HEALTH, false))
+            .merge(self.open)
+            .nest("/v2", v2);
+        openapi::document_error_codes(routes.get_openapi_mut());
+        routes
+    }
 }
 
 /// Every route, without its middleware: the source of the OpenAPI document.
 pub fn api() -> OpenApiRouter<Arc<AppState>> {
-    let g = RouteGroups::new();
-    OpenApiRouter::with_openapi(openapi::document_base())
-        .merge(g.learn)
-        .merge(g.admin)
-        .merge(g.read)
-        .merge(g.observe)
-        .merge(g.health)
-        .merge(g.open)
+    RouteGroups::new().assemble(None)
 }
 
 /// The OpenAPI document of every route [`router`] serves.
@@ -192,34 +232,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The service's routes. Layers, outermost first: tracing (a span per request), then metrics
-/// and error logging per matched route, then the OpenAPI document for `/openapi.json`, then per
-/// route group the token check ([`auth`]) and, except for probes, `/metrics` and the status
-/// page, the global request limit ([`request_limit`]), then the handler. The token check runs
-/// before the limit, so unauthenticated clients cannot use up the slots.
+/// and error logging per matched route, then the OpenAPI document for `/openapi.json`, then
+/// per route group the token check ([`guard`]) and, except for probes, `/metrics` and the
+/// status page, the global request limit ([`request_limit`]), then the handler. The `/v2`
+/// routes are a nested router whose errors take the protocol's shape.
 pub fn router(state: Arc<AppState>) -> Router {
-    use self::auth::Guard;
-    let limit = request_limit::RequestLimit::new(state.config.http.max_concurrent_requests);
-    let guarded = |routes: OpenApiRouter<Arc<AppState>>, guard: Guard| {
-        routes.route_layer(middleware::from_fn_with_state(
-            (Arc::clone(&state), guard),
-            auth::require,
-        ))
+    let layers = Layers {
+        limit: request_limit::RequestLimit::new(state.config.http.max_concurrent_requests),
+        state: Arc::clone(&state),
     };
-    let g = RouteGroups::new();
-    let limited = OpenApiRouter::new()
-        .merge(guarded(g.learn, Guard::Learn))
-        .merge(guarded(g.admin, Guard::Admin))
-        .merge(guarded(g.read, Guard::Read))
-        .route_layer(middleware::from_fn_with_state(
-            (Arc::clone(&state), limit),
-            request_limit::shed,
-        ));
-    let (routes, document) = OpenApiRouter::with_openapi(openapi::document_base())
-        .merge(limited)
-        .merge(guarded(g.observe, Guard::Metrics))
-        .merge(guarded(g.health, Guard::Health))
-        .merge(g.open)
-        .split_for_parts();
+    let (routes, document) = RouteGroups::new().assemble(Some(&layers)).split_for_parts();
     routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

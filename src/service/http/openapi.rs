@@ -10,8 +10,9 @@ use axum::response::IntoResponse;
 use axum::Extension;
 use utoipa::OpenApi;
 
-use crate::service::http::auth::Guard;
+use crate::service::http::error::ErrorCode;
 use crate::service::http::extract::JSON;
+use crate::service::http::guard::Guard;
 
 /// Tag of the learning and classification routes.
 pub const TAG_V1: &str = "v1";
@@ -22,7 +23,7 @@ pub const TAG_ADMIN: &str = "admin";
 /// Tag of the Open Inference Protocol routes.
 pub const TAG_V2: &str = "v2";
 /// Tag of the status page and its data.
-pub const TAG_STATUS: &str = "status";
+pub const TAG_STATUS_PAGE: &str = "status page";
 
 /// The document's header: title, version, description and tags; the paths and schemas come
 /// from the route table.
@@ -40,7 +41,7 @@ pub const TAG_STATUS: &str = "status";
         (name = TAG_HEALTH, description = "Probes, model information and Prometheus metrics."),
         (name = TAG_ADMIN, description = "Control messages to the learner; they need the learn token."),
         (name = TAG_V2, description = "Open Inference Protocol (KServe v2) REST endpoints."),
-        (name = TAG_STATUS, description = "The live status page and its data."),
+        (name = TAG_STATUS_PAGE, description = "The live status page and its data."),
     )
 )]
 struct DocumentBase;
@@ -61,9 +62,10 @@ impl OpenApiJson {
     pub fn new(document: &utoipa::openapi::OpenApi) -> Self {
         // Serialising a document of plain strings, maps and numbers cannot fail; an empty
         // object would show it did.
-        let text = document
+        let mut text = document
             .to_pretty_json()
             .unwrap_or_else(|_| "{}".to_owned());
+        text.push('\n');
         Self(text.into())
     }
 }
@@ -86,9 +88,15 @@ const BEARER: &str = "bearer";
 
 /// Documents what a route group's middleware adds to each of its operations: the token its
 /// [`Guard`] asks for (as a security requirement, with the 401 and 403 answers) and, for
-/// `limited` groups, the 503 of the global request limit. The handlers' own annotations cannot
-/// say this, because which guard wraps a handler is decided where the router is built.
-pub fn document_access(document: &mut utoipa::openapi::OpenApi, guard: Guard, limited: bool) {
+/// `limited` groups, the 503 of the global request limit, in the v2 error shape for the `v2`
+/// groups. The handlers' own annotations cannot say this, because which guard wraps a handler
+/// is decided where the router is built.
+pub fn document_access(
+    document: &mut utoipa::openapi::OpenApi,
+    guard: Guard,
+    limited: bool,
+    v2: bool,
+) {
     use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 
     let components = document.components.get_or_insert_with(Default::default);
@@ -106,43 +114,76 @@ pub fn document_access(document: &mut utoipa::openapi::OpenApi, guard: Guard, li
             SecurityRequirement::new(BEARER, Vec::<String>::new()),
         ],
     };
-    for (path, item) in document.paths.paths.iter_mut() {
-        let schema = if is_v2(path) {
-            "V2ErrorBody"
-        } else {
-            "ErrorBody"
-        };
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ];
-        for operation in operations.into_iter().flatten() {
+    let schema = if v2 { "V2ErrorBody" } else { "ErrorBody" };
+    let mut refusals = vec![ErrorCode::Unauthorized, ErrorCode::Forbidden];
+    if limited {
+        refusals.push(ErrorCode::Overloaded);
+    }
+    for item in document.paths.paths.values_mut() {
+        for operation in operations(item) {
             operation.security = Some(security.clone());
-            let responses = &mut operation.responses.responses;
-            let mut add = |status: &str, description: &str| {
-                responses
-                    .entry(status.to_owned())
-                    .or_insert_with(|| error_response(schema, description).into());
-            };
-            add(
-                "401",
-                "No `Authorization: Bearer <token>` header, and this route needs one.",
-            );
-            add(
-                "403",
-                "The token does not grant this route (or, for `/admin/*`, no learn token is set).",
-            );
-            if limited {
-                add(
-                    "503",
-                    "Too many requests in progress; retry after `Retry-After` seconds.",
-                );
+            for code in &refusals {
+                operation
+                    .responses
+                    .responses
+                    .entry(code.status().as_str().to_owned())
+                    .or_insert_with(|| error_response(schema, code.description()).into());
             }
         }
     }
+}
+
+/// Appends to every v1 error answer in `document` the error codes sent with its status, from
+/// the one error table ([`ErrorCode`]).
+pub fn document_error_codes(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    for item in document.paths.paths.values_mut() {
+        for operation in operations(item) {
+            for (status, response) in operation.responses.responses.iter_mut() {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                let v1_error = response
+                    .content
+                    .get(JSON)
+                    .and_then(|c| c.schema.as_ref())
+                    .is_some_and(
+                        |s| matches!(s, RefOr::Ref(r) if r.ref_location.ends_with("/ErrorBody")),
+                    );
+                let Ok(status) = axum::http::StatusCode::from_bytes(status.as_bytes()) else {
+                    continue;
+                };
+                if !v1_error {
+                    continue;
+                }
+                let codes = ErrorCode::with_status(status)
+                    .map(|c| format!("`{}`", c.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if !codes.is_empty() {
+                    response.description = format!(
+                        "{} Error codes with this status: {codes}.",
+                        response.description
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The operations of a path item.
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// A JSON error answer with the schema named `schema`.
@@ -157,9 +198,4 @@ fn error_response(schema: &str, description: &str) -> utoipa::openapi::Response 
                 .build(),
         )
         .build()
-}
-
-/// Whether `path` is an Open Inference Protocol route, whose errors are `{"error": "..."}`.
-pub fn is_v2(path: &str) -> bool {
-    path == "/v2" || path.starts_with("/v2/")
 }

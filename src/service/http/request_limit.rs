@@ -2,7 +2,8 @@
 //! it guards through one `Arc<Semaphore>`. (tower's `ConcurrencyLimitLayer` under
 //! `Router::layer` is cloned per route and per connection, so it limits nothing globally.) A
 //! request that finds no free slot is not queued: it is answered `503` with `Retry-After` at
-//! once (load shedding), which keeps latency bounded and memory flat under a flood.
+//! once (load shedding), which keeps latency bounded and memory flat under a flood. The refusal
+//! is an [`ApiError`]; the `/v2` router re-renders it in the protocol's shape.
 //!
 //! `/healthz`, `/readyz` and `/metrics` are not guarded: a probe that fails because the server
 //! is busy would make an orchestrator restart a healthy instance (and lose its queue), and the
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use crate::service::http::error::ApiError;
@@ -48,7 +49,7 @@ pub async fn shed(
             limit: limit.limit,
             retry_after_seconds: state.config.http.retry_after_seconds,
         };
-        return super::v2::refusal(req.uri().path(), e);
+        return e.into_response();
     };
     next.run(req).await
 }

@@ -1,14 +1,16 @@
-//! Bearer-token checks, one [`Guard`] per route group, run before the handler reads the body:
-//! a refused request costs a header lookup and a hash, and learns nothing. No credentials →
-//! 401 with `WWW-Authenticate: Bearer`; credentials that do not grant the route → 403. The
-//! presented token is never logged or echoed.
+//! The route guards: bearer-token checks, one [`Guard`] per route group, run before the handler
+//! reads the body: a refused request costs a header lookup and a hash, and learns nothing. No
+//! credentials → 401 with `WWW-Authenticate: Bearer`; credentials that do not grant the route
+//! → 403. The refusal is an [`ApiError`]; a router that answers errors in another shape (`/v2`)
+//! re-renders it, so this module knows no route. The presented token is never logged or
+//! echoed. (The tokens themselves live in `service::auth`.)
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::service::auth::{Token, LEARN_TOKEN_FILE_VAR, LEARN_TOKEN_VAR};
 use crate::service::http::error::ApiError;
@@ -40,7 +42,7 @@ pub async fn require(
 ) -> Response {
     match check(&state, guard, req.headers()) {
         Ok(()) => next.run(req).await,
-        Err(e) => super::v2::refusal(req.uri().path(), e),
+        Err(refusal) => refusal.into_response(),
     }
 }
 

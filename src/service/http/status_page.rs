@@ -1,28 +1,29 @@
 //! The live status page: `GET /` is one self-contained HTML page (inline CSS and JS, no
-//! external assets: the service may run offline) that polls `GET /v1/status` every two seconds
-//! and plots rolling and cumulative prequential accuracy and the per-layer goodness gap over
-//! the recorded history, with the model's shape and phase.
+//! external assets: the service may run offline) that polls `GET /v1/status` (the model now and
+//! its [`History`](crate::service::history::History)) every two seconds and plots rolling and
+//! cumulative prequential accuracy, the per-layer goodness gap, throughput and the queue, with
+//! the time spent asleep shaded.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::ff::ScheduleMode;
-use crate::service::history::StatusPoint;
-use crate::service::http::openapi::TAG_STATUS;
+use crate::service::history::HistoryPoint;
+use crate::service::http::json::Json;
+use crate::service::http::openapi::TAG_STATUS_PAGE;
 use crate::service::http::AppState;
 
 /// The page, compiled in.
-const STATUS_PAGE: &str = include_str!("status.html");
+const STATUS_PAGE: &str = include_str!("status_page.html");
 
 /// The `/v1/status` body: the model now and its recent history.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct StatusResponse {
+pub struct HistoryResponse {
     /// Layer widths from input to top (as in `/v1/model`).
     pub layer_sizes: Vec<usize>,
     /// Features per sample.
@@ -52,11 +53,11 @@ pub struct StatusResponse {
     /// Most points kept (`status.history_points`).
     pub capacity: usize,
     /// The recorded points, oldest first (at most `capacity`).
-    pub points: Vec<StatusPoint>,
+    pub points: Vec<HistoryPoint>,
 }
 
 /// `GET /`: the status page.
-#[utoipa::path(get, path = "/", tag = TAG_STATUS, responses(
+#[utoipa::path(get, path = "/", tag = TAG_STATUS_PAGE, responses(
     (status = 200, description = "A self-contained HTML page that plots `/v1/status`.",
         content_type = "text/html; charset=utf-8", body = String),
 ))]
@@ -68,24 +69,24 @@ pub async fn status_page() -> impl IntoResponse {
 }
 
 /// `GET /v1/status`.
-#[utoipa::path(get, path = "/v1/status", tag = TAG_STATUS, responses(
-    (status = 200, description = "The model now and its recent history.", body = StatusResponse),
+#[utoipa::path(get, path = "/v1/status", tag = TAG_STATUS_PAGE, responses(
+    (status = 200, description = "The model now and its recent history.", body = HistoryResponse),
 ))]
-pub async fn status_json(State(state): State<Arc<AppState>>) -> Json<StatusResponse> {
+pub async fn history(State(state): State<Arc<AppState>>) -> Json<HistoryResponse> {
     let snapshot = state.snapshots.load();
     let net = snapshot.model.config();
-    let status = &state.status;
+    let progress = &state.progress;
     let history = &state.history;
-    Json(StatusResponse {
+    Json(HistoryResponse {
         layer_sizes: net.widths(),
         inputs: net.inputs,
         classes: net.classes,
         schedule: state.config.train.schedule,
-        phase: status.phase().as_str(),
+        phase: progress.phase().as_str(),
         paused: state.queue.is_paused(),
-        samples_learned: status.samples_learned(),
+        samples_learned: progress.samples_learned(),
         model_version: snapshot.version,
-        sleep_cycles: status.sleep_cycles(),
+        sleep_cycles: progress.sleep_cycles(),
         queue_depth: state.queue.len(),
         queue_capacity: state.queue.capacity(),
         interval_ms: history.interval().as_millis() as u64,
