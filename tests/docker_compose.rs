@@ -12,15 +12,13 @@ use std::time::{Duration, Instant};
 
 use docker_support::{learn, repo_path, skip, unique_name, wait_for_200, wait_learned, Docker};
 
-/// The image the stand-in Prometheus is tagged as (deploy/docker/local-base-images.sh).
-const PROMETHEUS_STAND_IN: &str = "ffd-base/prometheus";
-
 /// Prometheus scrapes every 5 s; a few scrapes and a restart fit in this.
 const PROMETHEUS_WITHIN: Duration = Duration::from_secs(60);
 
 /// A compose project of this test: `docker-compose` (or `docker compose`) with the repository's
-/// compose file plus an override selecting the test's images, on host ports chosen free, under a
-/// unique project name. `down --volumes` when dropped.
+/// compose file, the override for machines without a registry (the Prometheus stand-in), and an
+/// override selecting the image this test built, on host ports chosen free, under a unique
+/// project name. `down --volumes` when dropped.
 struct Stack {
     command: Vec<String>,
     project: String,
@@ -38,6 +36,8 @@ impl Stack {
             .arg(&self.project)
             .arg("--file")
             .arg(repo_path("deploy/docker-compose.yml"))
+            .arg("--file")
+            .arg(repo_path("deploy/docker/compose.local-images.yml"))
             .arg("--file")
             .arg(&self.override_file)
             .args(args)
@@ -199,27 +199,14 @@ async fn compose_stack_scrapes_ffd_and_keeps_its_state_across_down_and_up() {
         return;
     };
     let image = docker.image();
+    // The Prometheus stand-in that deploy/docker/compose.local-images.yml selects.
     docker_support::local_base_images(&["--prometheus"]).unwrap_or_else(|e| panic!("{e}"));
-    let prometheus_image = docker
-        .run(&[
-            "image",
-            "ls",
-            "--format",
-            "{{.Repository}}:{{.Tag}}",
-            PROMETHEUS_STAND_IN,
-        ])
-        .lines()
-        .next()
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no {PROMETHEUS_STAND_IN} image"));
 
     let project = unique_name("compose");
     let override_file = std::env::temp_dir().join(format!("{project}.override.yml"));
     std::fs::write(
         &override_file,
-        format!(
-            "services:\n  ffd:\n    image: {image}\n  prometheus:\n    image: {prometheus_image}\n"
-        ),
+        format!("services:\n  ffd:\n    image: {image}\n"),
     )
     .expect("write the compose override");
     let stack = Stack {

@@ -75,9 +75,11 @@ pub struct Docker {
 
 impl Docker {
     /// The Docker clients, or `None` after the skip line when there is no client, no engine
-    /// answering, or no client that builds with BuildKit.
+    /// answering, no client that builds with BuildKit, or no debootstrap to make the local base
+    /// images with.
     pub fn find(test: &str) -> Option<Docker> {
         let cli = require(test, "docker", "the Debian package docker.io")?;
+        require(test, "debootstrap", "the Debian package debootstrap")?;
         let engine = Command::new(&cli)
             .args(["version", "--format", "{{.Server.Version}}"])
             .output();
