@@ -64,6 +64,8 @@ prometheus_image="ffd-base/prometheus:$release"
 
 cache="${FFD_BASE_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ffd/base-images}"
 mkdir -p "$cache/debs"
+# Absolute: debootstrap's --cache-dir needs it.
+cache="$(cd "$cache" && pwd)"
 
 log() {
     echo "local-base-images: $*" >&2
@@ -79,7 +81,8 @@ cleanup() {
         rm -rf "$work"
     fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 work="$(mktemp -d "$cache/work.XXXXXX")"
 
 # rootfs_tarball NAME INCLUDE: a debootstrap (variant minbase) of $release with the packages in
