@@ -27,8 +27,11 @@
 # Idempotent: an image that exists is kept (`--force` rebuilds the images). The debootstrap
 # root filesystems are cached as tarballs in $FFD_BASE_IMAGE_CACHE (default
 # ${XDG_CACHE_HOME:-$HOME/.cache}/ffd/base-images; delete it to bootstrap again), so a rebuild
-# after `docker system prune` needs no download. Needs root (debootstrap), debootstrap and a Docker Engine. DEBIAN_MIRROR
-# overrides debootstrap's default mirror.
+# after `docker system prune` needs no download. Needs root (for debootstrap), the Debian
+# package debootstrap and a Docker Engine. DEBIAN_MIRROR overrides debootstrap's default mirror.
+#
+# Also the build trusts the certificate authorities the host trusts (the host's CA bundle is
+# copied in), so a host behind a TLS-inspecting proxy reaches crates.io from the build too.
 set -eu
 
 usage() {
@@ -153,9 +156,11 @@ else
     log "docker import $rust_image"
     # The official rust images' layout: CARGO_HOME=/usr/local/cargo (the Dockerfile's cache
     # mount for the registry sits there), cargo and rustc on PATH.
+    path=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin
+    path=$path:/usr/sbin:/usr/bin:/sbin:/bin
     tar --numeric-owner -C "$root" -c . | docker import \
         --change 'ENV CARGO_HOME=/usr/local/cargo' \
-        --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change "ENV PATH=$path" \
         --change 'CMD ["bash"]' \
         - "$rust_image" >/dev/null
     rm -rf "$root"
