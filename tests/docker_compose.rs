@@ -129,9 +129,23 @@ fn dashboard_query(title: &str) -> String {
 
 /// `GET /api/v1/query?query=EXPR` on Prometheus: the result vector's values.
 async fn query(client: &reqwest::Client, prometheus: &str, expr: &str) -> Vec<f64> {
+    query_at(client, prometheus, expr, None).await
+}
+
+/// [`query`] evaluated at `time` (Unix seconds), or now.
+async fn query_at(
+    client: &reqwest::Client,
+    prometheus: &str,
+    expr: &str,
+    time: Option<f64>,
+) -> Vec<f64> {
+    let mut params = vec![("query", expr.to_owned())];
+    if let Some(time) = time {
+        params.push(("time", format!("{time:.3}")));
+    }
     let response = client
         .get(format!("{prometheus}/api/v1/query"))
-        .query(&[("query", expr)])
+        .query(&params)
         .send()
         .await
         .unwrap_or_else(|e| panic!("query {expr}: {e}"));
@@ -188,7 +202,8 @@ async fn ffd_target_health(client: &reqwest::Client, prometheus: &str) -> Option
 
 /// `docker compose up` of ffd and Prometheus: Prometheus finds the ffd target up, the
 /// dashboard's "Samples learned" and accuracy panels answer with what ffd learned, and after
-/// `down` and `up` (volumes kept) ffd starts with the 1,000 samples it had learned.
+/// `down` and `up` (volumes kept) ffd starts with the 1,000 samples it had learned and
+/// Prometheus still has the series it scraped before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_stack_scrapes_ffd_and_keeps_its_state_across_down_and_up() {
     let test = "compose_stack_scrapes_ffd_and_keeps_its_state_across_down_and_up";
@@ -238,6 +253,10 @@ async fn compose_stack_scrapes_ffd_and_keeps_its_state_across_down_and_up() {
     }
     let learned = dashboard_query("Samples learned");
     wait_query(&client, &prometheus, &learned, |v| v == [1000.0]).await;
+    let scraped_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
     let accuracy = dashboard_query("Prequential accuracy (since start)");
     let values = wait_query(&client, &prometheus, &accuracy, |v| v.len() == 1).await;
     assert!((0.0..=1.0).contains(&values[0]), "{accuracy} = {values:?}");
@@ -247,4 +266,12 @@ async fn compose_stack_scrapes_ffd_and_keeps_its_state_across_down_and_up() {
     wait_for_200(&client, &format!("{ffd}/readyz"), PROMETHEUS_WITHIN).await;
     let model = docker_support::get_json(&client, &format!("{ffd}/v1/model")).await;
     assert_eq!(model["samples_learned"], 1000, "after down and up: {model}");
+    // Prometheus kept its data in its volume too: the dashboard's history survives.
+    wait_for_200(&client, &format!("{prometheus}/-/ready"), PROMETHEUS_WITHIN).await;
+    let before_down = query_at(&client, &prometheus, &learned, Some(scraped_at)).await;
+    assert_eq!(
+        before_down,
+        [1000.0],
+        "{learned} before `down`, asked after `up`"
+    );
 }

@@ -70,6 +70,12 @@ mkdir -p "$cache/debs"
 # Absolute: debootstrap's --cache-dir needs it.
 cache="$(cd "$cache" && pwd)"
 
+# One run at a time (tests may start several at once): the others wait, then find the images.
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$cache/lock"
+    flock 9
+fi
+
 log() {
     echo "local-base-images: $*" >&2
 }
