@@ -87,9 +87,8 @@ fn compose_command(test: &str, docker: &Docker) -> Option<Vec<String>> {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let standalone = std::env::split_paths(&path)
-        .map(|dir| dir.join("docker-compose"))
+    let standalone = docker_support::on_path("docker-compose")
+        .into_iter()
         .find(|p| works(p, &["version"]));
     if let Some(program) = standalone {
         return Some(vec![program.display().to_string()]);

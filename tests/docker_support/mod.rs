@@ -1,6 +1,6 @@
 //! Helpers of the `docker_*` tests: finding a Docker Engine and a BuildKit client, building the
 //! image once per test process (on the local base images of `deploy/docker/local-base-images.sh`,
-//! since the test machines reach no registry), and containers, volumes and compose projects that
+//! so that no registry is needed), and containers, volumes and compose projects that
 //! remove themselves when dropped, also when a test fails.
 #![allow(dead_code)]
 
@@ -50,7 +50,7 @@ pub fn skip(test: &str, why: &str) {
 }
 
 /// Every executable called `name` on `PATH`, in order.
-fn on_path(name: &str) -> Vec<PathBuf> {
+pub fn on_path(name: &str) -> Vec<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
