@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # ffd in a container: `ffd serve` listening on 0.0.0.0:8080 as the unprivileged user ffd
 # (uid 10001), config in /etc/ffd/ffd.toml, state in the volume /var/lib/ffd.
 #
@@ -7,6 +5,13 @@
 #   docker run --rm -p 8080:8080 -v ffd-data:/var/lib/ffd ffd
 #
 # Builder and runtime share a Debian release (bookworm), so the binary's glibc matches.
+#
+# Needs BuildKit (the default builder since Docker 23; DOCKER_BUILDKIT=1 with older clients) for
+# the cache mounts below, and nothing else from a registry than the two base images: there is
+# no `# syntax=` line, because that line makes BuildKit pull its Dockerfile frontend as an image,
+# which fails on a machine without registry access; the frontend built into BuildKit reads
+# everything here, cache mounts included. On such a machine, deploy/docker/local-base-images.sh
+# builds stand-ins for the base images from Debian packages (deploy/README.md).
 
 ARG RUST_IMAGE=rust:1-slim-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
