@@ -19,6 +19,8 @@ mod deploy_manifests;
 mod deploy_prometheus;
 mod deploy_prometheus_live;
 mod determinism;
+mod docker_compose;
+mod docker_image;
 mod durability_files;
 mod engine_learns;
 mod graceful_shutdown;

@@ -3,6 +3,7 @@
 //! `deploy/` file readers ([`deploy`]); [`tools`] finds the external programs some tests need.
 
 pub mod deploy;
+pub mod docker;
 pub mod tools;
 
 use std::path::PathBuf;

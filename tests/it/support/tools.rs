@@ -16,31 +16,38 @@ pub const REQUIRE_VAR: &str = "FFD_TEST_REQUIRE_TOOLS";
 /// When the program is absent and [`REQUIRE_VAR`] is `1`.
 #[track_caller]
 pub fn require(name: &str, install: &str) -> Option<PathBuf> {
-    if let Some(path) = find(name) {
+    if let Some(path) = on_path(name).into_iter().next() {
         return Some(path);
     }
+    skip(&format!("needs `{name}` (install {install})"));
+    None
+}
+
+/// Skips the calling test: prints one line `skipped: <test>: <why>`, or panics with it when
+/// [`REQUIRE_VAR`] is `1`.
+#[track_caller]
+pub fn skip(why: &str) {
     let test = std::thread::current()
         .name()
         .unwrap_or("this test")
         .to_owned();
     if std::env::var(REQUIRE_VAR).as_deref() == Ok("1") {
-        panic!("{test}: needs `{name}` (install {install}); {REQUIRE_VAR}=1 forbids skipping");
+        panic!("{test}: {why}; {REQUIRE_VAR}=1 forbids skipping");
     }
     // Straight to the stderr handle: the test harness captures `println!`/`eprintln!` of
     // passing tests, and a skip nobody sees is a silent one.
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipped: {test}: needs `{name}` (install {install})"
-    );
-    None
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
 }
 
-/// The first executable `name` in the directories of `PATH`.
-fn find(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+/// Every executable called `name` in the directories of `PATH`, in order.
+pub fn on_path(name: &str) -> Vec<PathBuf> {
+    let Some(path) = std::env::var_os("PATH") else {
+        return Vec::new();
+    };
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
+        .filter(|candidate| is_executable(candidate))
+        .collect()
 }
 
 fn is_executable(path: &Path) -> bool {

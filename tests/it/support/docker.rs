@@ -2,9 +2,11 @@
 //! image once per test process (on the local base images of `deploy/docker/local-base-images.sh`,
 //! so that no registry is needed), and containers, volumes and compose projects that
 //! remove themselves when dropped, also when a test fails.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+
+use super::deploy::repo_path;
+use super::tools::{self, on_path};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -22,46 +24,6 @@ pub const IMAGE_BUDGET_BYTES: u64 = 100 * 1000 * 1000;
 /// The tag the tests build the image as.
 pub const IMAGE: &str = "ffd-test:latest";
 
-/// A path in the repository.
-pub fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-/// The tool-skip convention: `Some(path)` when `name` is on `PATH`; otherwise one line
-/// `skipped: <test>: needs <name> (install <package>)` and `None`, or a panic when
-/// `FFD_TEST_REQUIRE_TOOLS=1` (CI installs every tool).
-pub fn require(test: &str, name: &str, package: &str) -> Option<PathBuf> {
-    match on_path(name).into_iter().next() {
-        Some(path) => Some(path),
-        None => {
-            skip(test, &format!("needs {name} (install {package})"));
-            None
-        }
-    }
-}
-
-/// Prints the skip line, or panics with it when `FFD_TEST_REQUIRE_TOOLS=1`.
-pub fn skip(test: &str, why: &str) {
-    let line = format!("skipped: {test}: {why}");
-    if std::env::var("FFD_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{line} (FFD_TEST_REQUIRE_TOOLS=1)");
-    }
-    eprintln!("{line}");
-}
-
-/// Every executable called `name` on `PATH`, in order.
-pub fn on_path(name: &str) -> Vec<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .filter(|candidate| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .collect()
-}
-
 /// How the tests reach Docker: `cli` talks to the engine; `builder` builds with BuildKit, which
 /// the Dockerfile's cache mounts need. A client from Docker 23 on builds with BuildKit only
 /// through its buildx plugin; an older one has BuildKit built in, enabled by `DOCKER_BUILDKIT=1`.
@@ -77,17 +39,14 @@ impl Docker {
     /// The Docker clients, or `None` after the skip line when there is no client, no engine
     /// answering, no client that builds with BuildKit, or no debootstrap to make the local base
     /// images with.
-    pub fn find(test: &str) -> Option<Docker> {
-        let cli = require(test, "docker", "the Debian package docker.io")?;
-        require(test, "debootstrap", "the Debian package debootstrap")?;
+    pub fn find() -> Option<Docker> {
+        let cli = tools::require("docker", "the Debian package docker.io")?;
+        tools::require("debootstrap", "the Debian package debootstrap")?;
         let engine = Command::new(&cli)
             .args(["version", "--format", "{{.Server.Version}}"])
             .output();
         if !engine.as_ref().is_ok_and(|o| o.status.success()) {
-            skip(
-                test,
-                "needs a running Docker Engine (`docker version` reaches no server)",
-            );
+            tools::skip("needs a running Docker Engine (`docker version` reaches no server)");
             return None;
         }
         let builder = on_path("docker")
@@ -96,8 +55,7 @@ impl Docker {
         match builder {
             Some(builder) => Some(Docker { cli, builder }),
             None => {
-                skip(
-                    test,
+                tools::skip(
                     "needs a Docker client that builds with BuildKit (the buildx plugin, or a \
                      client older than 23.0 such as Debian's docker.io)",
                 );

@@ -4,11 +4,11 @@
 //! and across a SIGKILL. Skipped with one line where no Docker Engine (or no BuildKit client)
 //! is present.
 
-mod docker_support;
-
 use std::time::{Duration, Instant};
 
-use docker_support::{learn, wait_for_200, wait_learned, Container, Docker, Volume, LEARN_TOKEN};
+use crate::support::docker::{
+    learn, wait_for_200, wait_learned, Container, Docker, Volume, LEARN_TOKEN,
+};
 
 /// `/readyz` answers 200 this soon after `docker run`.
 const READY_WITHIN: Duration = Duration::from_secs(10);
@@ -62,8 +62,7 @@ fn log_events(logs: &str, message: &str) -> Vec<serde_json::Value> {
 /// final checkpoint, and a new container on the same volume starts with those 1,000 samples.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_runs_read_only_as_ffd_and_keeps_its_state_across_docker_stop() {
-    let test = "the_image_runs_read_only_as_ffd_and_keeps_its_state_across_docker_stop";
-    let Some(docker) = Docker::find(test) else {
+    let Some(docker) = Docker::find() else {
         return;
     };
     let image = docker.image();
@@ -130,7 +129,7 @@ async fn the_image_runs_read_only_as_ffd_and_keeps_its_state_across_docker_stop(
     let second = start_ffd(&docker, image, &volume);
     let url = second.url();
     wait_for_200(&client, &format!("{url}/readyz"), READY_WITHIN).await;
-    let model = docker_support::get_json(&client, &format!("{url}/v1/model")).await;
+    let model = crate::support::docker::get_json(&client, &format!("{url}/v1/model")).await;
     assert_eq!(model["samples_learned"], 1000, "after restart: {model}");
 }
 
@@ -140,8 +139,7 @@ async fn the_image_runs_read_only_as_ffd_and_keeps_its_state_across_docker_stop(
 /// more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_sample_is_lost_when_the_container_is_killed() {
-    let test = "no_acknowledged_sample_is_lost_when_the_container_is_killed";
-    let Some(docker) = Docker::find(test) else {
+    let Some(docker) = Docker::find() else {
         return;
     };
     let image = docker.image();
@@ -155,7 +153,7 @@ async fn no_acknowledged_sample_is_lost_when_the_container_is_killed() {
     for batch in 0..3 {
         learn(&client, &url, batch * 1000..(batch + 1) * 1000).await;
     }
-    let model = docker_support::get_json(&client, &format!("{url}/v1/model")).await;
+    let model = crate::support::docker::get_json(&client, &format!("{url}/v1/model")).await;
     let learned_before_kill = model["samples_learned"].as_u64().unwrap_or_default();
     docker.run(&["kill", "--signal", "KILL", &first.name]);
     assert_eq!(
@@ -170,7 +168,7 @@ async fn no_acknowledged_sample_is_lost_when_the_container_is_killed() {
     let url = second.url();
     wait_for_200(&client, &format!("{url}/readyz"), READY_WITHIN).await;
     wait_learned(&client, &url, sent, LEARN_WITHIN).await;
-    let model = docker_support::get_json(&client, &format!("{url}/v1/model")).await;
+    let model = crate::support::docker::get_json(&client, &format!("{url}/v1/model")).await;
     assert_eq!(
         model["last_seq"], sent,
         "every acknowledged sample, once: {model}"

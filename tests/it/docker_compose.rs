@@ -4,13 +4,12 @@
 //! `ffd`, the dashboard's queries answer with what `ffd` learned, and `down` then `up` keeps the
 //! learned state. Skipped with one line where Docker or Compose is missing.
 
-mod docker_support;
-
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use docker_support::{learn, repo_path, skip, unique_name, wait_for_200, wait_learned, Docker};
+use crate::support::deploy::repo_path;
+use crate::support::docker::{learn, unique_name, wait_for_200, wait_learned, Docker};
 
 /// Prometheus scrapes every 5 s; a few scrapes and a restart fit in this.
 const PROMETHEUS_WITHIN: Duration = Duration::from_secs(60);
@@ -43,7 +42,7 @@ impl Stack {
             .args(args)
             .env("HOST_PORT_FFD", self.ffd_port.to_string())
             .env("HOST_PORT_PROMETHEUS", self.prometheus_port.to_string())
-            .env("FFD_LEARN_TOKEN", docker_support::LEARN_TOKEN)
+            .env("FFD_LEARN_TOKEN", crate::support::docker::LEARN_TOKEN)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", self.command))
     }
@@ -80,14 +79,14 @@ impl Drop for Stack {
 }
 
 /// `docker-compose` (Debian's package) or the `docker compose` plugin, whichever exists.
-fn compose_command(test: &str, docker: &Docker) -> Option<Vec<String>> {
+fn compose_command(docker: &Docker) -> Option<Vec<String>> {
     let works = |program: &std::path::Path, args: &[&str]| {
         Command::new(program)
             .args(args)
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    let standalone = docker_support::on_path("docker-compose")
+    let standalone = crate::support::tools::on_path("docker-compose")
         .into_iter()
         .find(|p| works(p, &["version"]));
     if let Some(program) = standalone {
@@ -96,8 +95,7 @@ fn compose_command(test: &str, docker: &Docker) -> Option<Vec<String>> {
     if works(&docker.cli, &["compose", "version"]) {
         return Some(vec![docker.cli.display().to_string(), "compose".into()]);
     }
-    skip(
-        test,
+    crate::support::tools::skip(
         "needs docker-compose (install the Debian package docker-compose) or `docker compose`",
     );
     None
@@ -205,16 +203,15 @@ async fn ffd_target_health(client: &reqwest::Client, prometheus: &str) -> Option
 /// Prometheus still has the series it scraped before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_stack_scrapes_ffd_and_keeps_its_state_across_down_and_up() {
-    let test = "compose_stack_scrapes_ffd_and_keeps_its_state_across_down_and_up";
-    let Some(docker) = Docker::find(test) else {
+    let Some(docker) = Docker::find() else {
         return;
     };
-    let Some(command) = compose_command(test, &docker) else {
+    let Some(command) = compose_command(&docker) else {
         return;
     };
     let image = docker.image();
     // The Prometheus stand-in that deploy/docker/compose.local-images.yml selects.
-    docker_support::local_base_images(&["--prometheus"]).unwrap_or_else(|e| panic!("{e}"));
+    crate::support::docker::local_base_images(&["--prometheus"]).unwrap_or_else(|e| panic!("{e}"));
 
     let project = unique_name("compose");
     let override_file = std::env::temp_dir().join(format!("{project}.override.yml"));
@@ -263,7 +260,7 @@ async fn compose_stack_scrapes_ffd_and_keeps_its_state_across_down_and_up() {
     stack.run(&["down", "--timeout", "30"]);
     stack.up();
     wait_for_200(&client, &format!("{ffd}/readyz"), PROMETHEUS_WITHIN).await;
-    let model = docker_support::get_json(&client, &format!("{ffd}/v1/model")).await;
+    let model = crate::support::docker::get_json(&client, &format!("{ffd}/v1/model")).await;
     assert_eq!(model["samples_learned"], 1000, "after down and up: {model}");
     // Prometheus kept its data in its volume too: the dashboard's history survives.
     wait_for_200(&client, &format!("{prometheus}/-/ready"), PROMETHEUS_WITHIN).await;
