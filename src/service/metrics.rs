@@ -74,7 +74,8 @@ pub enum ConnectionClose {
     HeaderTimeout,
     /// A request body arrived slower than `http.min_body_bytes_per_second`.
     SlowBody,
-    /// Nothing was read or written for `http.idle_timeout_ms`.
+    /// Nothing arrived: a keep-alive connection silent for `http.header_timeout_ms`, or
+    /// nothing read or written for `http.idle_timeout_ms`.
     Idle,
     /// Every slot was taken: closed to make room for a new connection.
     Evicted,

@@ -155,8 +155,13 @@ async fn serve_connection(
         }
     };
     if let Err(e) = &result {
+        // hyper's head deadline also ends a keep-alive connection on which nothing arrived.
         if e.is_timeout() {
-            state.close_because(ConnectionClose::HeaderTimeout);
+            state.close_because(if state.head_begun() {
+                ConnectionClose::HeaderTimeout
+            } else {
+                ConnectionClose::Idle
+            });
         }
         tracing::trace!(%peer, error = %e, "connection ended with an error");
     }
@@ -385,7 +390,11 @@ impl AsyncRead for BoundedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let filled = buf.filled().len();
         let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > filled {
+            this.state.bytes_arrived();
+        }
         this.check(cx, poll)
     }
 }

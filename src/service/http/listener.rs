@@ -19,7 +19,7 @@ use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -176,6 +176,9 @@ pub struct ConnectionState {
     waiting_since: AtomicU64,
     /// Requests begun so far: a change tells the per-request bookkeeping to start afresh.
     requests: AtomicU64,
+    /// Whether any byte has arrived since the connection began waiting: tells a head that
+    /// came too slowly from a keep-alive connection that stayed silent.
+    head_begun: AtomicBool,
     epoch: Instant,
     evicted: Notify,
     closed_by: OnceLock<ConnectionClose>,
@@ -186,6 +189,7 @@ impl ConnectionState {
         let state = Self {
             waiting_since: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            head_begun: AtomicBool::new(false),
             epoch,
             evicted: Notify::new(),
             closed_by: OnceLock::new(),
@@ -204,7 +208,20 @@ impl ConnectionState {
     pub fn request_finished(&self, now: Instant) {
         let since = now.saturating_duration_since(self.epoch).as_nanos();
         let since = u64::try_from(since).unwrap_or(BUSY - 1);
+        self.head_begun.store(false, Ordering::Relaxed);
         self.waiting_since.store(since, Ordering::Relaxed);
+    }
+
+    /// Bytes were read from the client.
+    pub fn bytes_arrived(&self) {
+        if !self.is_busy() && !self.head_begun.load(Ordering::Relaxed) {
+            self.head_begun.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether part of a request head has arrived since the connection began waiting.
+    pub fn head_begun(&self) -> bool {
+        self.head_begun.load(Ordering::Relaxed)
     }
 
     /// Whether a request is being handled.
