@@ -206,6 +206,45 @@ async fn a_trickling_head_is_closed_at_the_head_deadline() {
     s.shutdown().await.expect("clean shutdown");
 }
 
+/// On a keep-alive connection the head deadline counts from the end of the previous answer, and
+/// a connection on which nothing more arrives is closed at it, counted as idle.
+#[tokio::test]
+async fn on_keep_alive_the_head_deadline_counts_from_the_previous_answer() {
+    let s = start_server(slow_config()).await;
+    let mut stream = connect_from(loopback(2), server_addr(&s))
+        .await
+        .expect("connect");
+    // Most of the first deadline passes before the request is sent.
+    tokio::time::sleep(HEADER_TIMEOUT * 6 / 10).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: ffd\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(ANSWER_WITHIN, stream.read(&mut buf))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let answered = Instant::now();
+    assert!(
+        closed_within(&mut stream, HEADER_TIMEOUT + SLACK).await,
+        "never closed"
+    );
+    let silent = answered.elapsed();
+    assert!(
+        silent >= HEADER_TIMEOUT - Duration::from_millis(100),
+        "closed {silent:?} after the answer"
+    );
+    assert_eq!(closed_by(&s, "idle").await, 1.0);
+    assert_eq!(closed_by(&s, "header_timeout").await, 0.0);
+    s.shutdown().await.expect("clean shutdown");
+}
+
 /// One address opening more than `http.max_connections_per_peer` connections: the excess is
 /// closed at once (not after a deadline), the rest stay, and other addresses still get in.
 #[tokio::test]
