@@ -153,11 +153,24 @@ pub struct HttpSection {
     /// Requests handled at once across the whole server (probes and `/metrics` excepted);
     /// beyond it a request is answered 503 at once.
     pub max_concurrent_requests: usize,
-    /// Open connections; beyond it new connections wait in the kernel's accept backlog.
+    /// Open connections. When all are taken, a new connection closes the one that has waited
+    /// longest for a request head (from the peer holding the most), or is refused at once if
+    /// every connection is inside a request.
     pub max_connections: usize,
-    /// A connection that sends nothing for this long is closed (idle keep-alive, a client that
-    /// never finishes its headers or goes silent mid-body).
+    /// Open connections from one client address (IPv6: one /64); beyond it a new connection
+    /// is refused at once.
+    pub max_connections_per_peer: usize,
+    /// A connection that sends nothing for this long is closed (a client that goes silent
+    /// mid-body, or stops reading its answer).
     pub idle_timeout_ms: u64,
+    /// Time for a whole request head, from accept or from the end of the previous answer;
+    /// trickling bytes does not extend it. Also bounds an idle keep-alive connection.
+    pub header_timeout_ms: u64,
+    /// Slowest average rate a request body may arrive at, over the time the server waits for
+    /// it after `body_grace_ms`; 0 turns the check off.
+    pub min_body_bytes_per_second: u64,
+    /// Waiting time a request body gets before `min_body_bytes_per_second` applies.
+    pub body_grace_ms: u64,
 }
 
 /// `[auth]`: which routes need no token. `/learn` and `/admin/*` always follow the learn
@@ -253,7 +266,11 @@ impl Default for HttpSection {
             retry_after_seconds: 1,
             max_concurrent_requests: 256,
             max_connections: 1024,
+            max_connections_per_peer: 256,
             idle_timeout_ms: 60_000,
+            header_timeout_ms: 10_000,
+            min_body_bytes_per_second: 256,
+            body_grace_ms: 5_000,
         }
     }
 }
@@ -411,8 +428,17 @@ impl Config {
         if h.max_connections == 0 {
             return invalid("http.max_connections", "must be > 0");
         }
+        if h.max_connections_per_peer == 0 {
+            return invalid("http.max_connections_per_peer", "must be > 0");
+        }
         if h.idle_timeout_ms == 0 {
             return invalid("http.idle_timeout_ms", "must be > 0");
+        }
+        if h.header_timeout_ms == 0 {
+            return invalid("http.header_timeout_ms", "must be > 0");
+        }
+        if h.body_grace_ms == 0 {
+            return invalid("http.body_grace_ms", "must be > 0");
         }
         let p = &self.pending;
         if p.capacity == 0 {

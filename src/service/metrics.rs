@@ -65,6 +65,49 @@ impl RejectReason {
     }
 }
 
+/// Why the server closed or refused a client connection
+/// (`ffd_http_connections_closed_total{reason}`). Connections the client closes, or that end
+/// normally, are not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionClose {
+    /// The request head was not complete within `http.header_timeout_ms`.
+    HeaderTimeout,
+    /// A request body arrived slower than `http.min_body_bytes_per_second`.
+    SlowBody,
+    /// Nothing arrived: a keep-alive connection silent for `http.header_timeout_ms`, or
+    /// nothing read or written for `http.idle_timeout_ms`.
+    Idle,
+    /// Every slot was taken: closed to make room for a new connection.
+    Evicted,
+    /// Refused on accept: its peer already had `http.max_connections_per_peer` open.
+    PeerLimit,
+    /// Refused on accept: every slot was taken by a connection in the middle of a request.
+    NoSlot,
+}
+
+impl ConnectionClose {
+    const ALL: [ConnectionClose; 6] = [
+        Self::HeaderTimeout,
+        Self::SlowBody,
+        Self::Idle,
+        Self::Evicted,
+        Self::PeerLimit,
+        Self::NoSlot,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HeaderTimeout => "header_timeout",
+            Self::SlowBody => "slow_body",
+            Self::Idle => "idle",
+            Self::Evicted => "evicted",
+            Self::PeerLimit => "peer_limit",
+            Self::NoSlot => "no_slot",
+        }
+    }
+}
+
 /// The learner's phase (`ffd_phase`: 0 wake, 1 sleep).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -138,6 +181,9 @@ pub struct Metrics {
     pub http_shed: IntCounter,
     /// `ffd_http_connections`: open client connections (at most `http.max_connections`).
     pub http_connections: IntGauge,
+    /// `ffd_http_connections_closed_total{reason}`: connections the server closed or refused,
+    /// by [`ConnectionClose`].
+    pub http_connections_closed: IntCounterVec,
     /// `ffd_learner_nonfinite_total`: updates refused because they would have made a weight,
     /// an optimiser state or the softmax head non-finite.
     pub learner_nonfinite: IntCounter,
@@ -179,6 +225,11 @@ impl Metrics {
         let rejected_samples = counter_vec(
             "ffd_rejected_samples_total",
             "Samples refused before queueing, by reason.",
+            &["reason"],
+        )?;
+        let http_connections_closed = counter_vec(
+            "ffd_http_connections_closed_total",
+            "Client connections the server closed or refused, by reason.",
             &["reason"],
         )?;
         let layer_goodness = float_gauge_vec(
@@ -274,6 +325,7 @@ impl Metrics {
                 "ffd_http_connections",
                 "Open client connections.",
             )?,
+            http_connections_closed,
             learner_nonfinite: counter(
                 "ffd_learner_nonfinite_total",
                 "Sample updates refused because they would have made the model non-finite.",
@@ -288,6 +340,11 @@ impl Metrics {
         for reason in RejectReason::ALL {
             metrics
                 .rejected_samples
+                .with_label_values(&[reason.as_str()]);
+        }
+        for reason in ConnectionClose::ALL {
+            metrics
+                .http_connections_closed
                 .with_label_values(&[reason.as_str()]);
         }
         Ok(metrics)
@@ -438,6 +495,7 @@ mod tests {
             "ffd_build_info",
             "ffd_http_shed_total",
             "ffd_http_connections",
+            "ffd_http_connections_closed_total",
             "ffd_learner_nonfinite_total",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");

@@ -43,7 +43,7 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod wal_writer;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -254,12 +254,17 @@ impl Service {
         let listener = http::listener::BoundedListener::new(
             listener,
             http_config.max_connections,
-            Duration::from_millis(http_config.idle_timeout_ms),
+            http_config.max_connections_per_peer,
             state.metrics.http_connections.clone(),
+            state.metrics.http_connections_closed.clone(),
         );
-        let server = axum::serve(listener, http::router(Arc::clone(&state)))
-            .with_graceful_shutdown(async move { notice.triggered().await })
-            .into_future();
+        let server = http::connection::serve(
+            listener,
+            http::router(Arc::clone(&state)),
+            http::connection::ConnectionLimits::new(http_config),
+            state.metrics.http_connections_closed.clone(),
+            async move { notice.triggered().await },
+        );
         let mut server = tokio::spawn(server);
 
         let stopped_early = tokio::select! {

@@ -39,5 +39,6 @@ mod serve_cli;
 mod serve_model_file;
 mod serve_tokens;
 mod sleep_cycles;
+mod slow_clients;
 mod status_page;
 mod v2_protocol;

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod classify;
+pub mod connection;
 pub mod error;
 pub mod extract;
 pub mod guard;
