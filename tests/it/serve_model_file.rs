@@ -79,6 +79,8 @@ fn model_file_and_trained(path: &Path) -> Trainer {
         let (x, y) = data.train.sample(i);
         trainer.learn(x, y, false).expect("valid sample");
     }
+    // A checkpoint holds a settled trainer: the last sample's update applied.
+    trainer.settle();
     trainer
 }
 
