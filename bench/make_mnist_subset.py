@@ -9,7 +9,7 @@ Standard library only.
 Run from the repository root:
 
     python3 bench/make_mnist_subset.py \
-        --src /work/shared/data/mnist --out tests/data/mnist-small \
+        --src path/to/mnist --out tests/data/mnist-small \
         --train 3000 --test 1000
 
 --src may hold the files gzipped (*.gz) or raw; .gz is preferred if both exist.
@@ -61,7 +61,9 @@ def cut_labels(data, n, name):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", default="/work/shared/data/mnist")
+    parser.add_argument(
+        "--src", required=True, help="directory with the four MNIST IDX files (gzipped or raw)"
+    )
     parser.add_argument("--out", default="tests/data/mnist-small")
     parser.add_argument("--train", type=int, default=3000, help="training samples to keep")
     parser.add_argument("--test", type=int, default=1000, help="test samples to keep")

@@ -2,8 +2,8 @@
 """PyTorch baseline: per-sample (batch size 1) Forward-Forward training throughput.
 
 Gives a number to hold the Rust engine's per-sample FF update rate against, on the
-same machine and in the same run. The algorithm follows
-/work/shared/docs/forward-forward.md sections 1-2: per layer, RMS-normalised input,
+same machine and in the same run. The algorithm follows the repository's
+docs/algorithm.md sections 1 and 3: per layer, RMS-normalised input,
 h = relu(W x + b), goodness G = sum(h^2), threshold theta = layer width, softplus
 losses, label appended to the first layer's input as a one-hot of 10 extra inputs,
 every layer trained on its own local loss only, plain SGD with lr 3e-4.

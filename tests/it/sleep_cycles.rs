@@ -1,0 +1,90 @@
+//! Sleep phases happen on schedule: every `train.sleep_every_samples` wake samples, after
+//! `sleep_every_seconds` with wake samples pending, and on `POST /admin/sleep`. Each sleep
+//! learns as many negatives as wake samples since the last one (`negatives_per_sleep = 0`).
+//! The interleaved schedule never sleeps on its own.
+use crate::support;
+
+use crate::support::{batch_json, metric, small_config, start_server};
+use ffd::ff::ScheduleMode;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeps_every_n_samples_and_on_request() {
+    let data = support::mnist_small();
+    let mut config = small_config();
+    config.train.sleep_every_samples = 8;
+    config.train.sleep_every_seconds = 0.0;
+    let s = start_server(config).await;
+
+    let r = s.post("/learn", &batch_json(&data.train, 0..40)).await;
+    assert_eq!(r.status(), 202);
+    let model = s.wait_learned(40).await;
+    assert_eq!(model["sleep_cycles"], 5);
+    assert_eq!(model["phase"], "wake");
+    assert_eq!(model["schedule"], "sleep");
+    let scrape = s.metrics().await;
+    assert_eq!(metric(&scrape, "ffd_sleep_cycles_total"), Some(5.0));
+    assert_eq!(
+        metric(&scrape, "ffd_sleep_duration_seconds_count"),
+        Some(5.0)
+    );
+    assert_eq!(
+        metric(&scrape, "ffd_samples_learned_total{phase=\"sleep\"}"),
+        Some(40.0)
+    );
+
+    let r = s.post("/admin/sleep", &serde_json::json!({})).await;
+    assert_eq!(r.status(), 202);
+    s.wait_for("the requested sleep", |m| m["sleep_cycles"] == 6)
+        .await;
+    let scrape = s.metrics().await;
+    assert_eq!(metric(&scrape, "ffd_sleep_cycles_total"), Some(6.0));
+    // No wake sample since the last sleep: nothing to replay.
+    assert_eq!(
+        metric(&scrape, "ffd_samples_learned_total{phase=\"sleep\"}"),
+        Some(40.0)
+    );
+    s.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeps_after_sleep_every_seconds_with_pending_wake_samples() {
+    let data = support::mnist_small();
+    let mut config = small_config();
+    config.train.sleep_every_samples = 1_000;
+    config.train.sleep_every_seconds = 0.2;
+    let s = start_server(config).await;
+
+    let r = s.post("/learn", &batch_json(&data.train, 0..3)).await;
+    assert_eq!(r.status(), 202);
+    s.wait_for("a sleep by the clock", |m| m["sleep_cycles"] == 1)
+        .await;
+    let scrape = s.metrics().await;
+    assert_eq!(
+        metric(&scrape, "ffd_samples_learned_total{phase=\"sleep\"}"),
+        Some(3.0)
+    );
+    s.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_schedule_does_not_sleep() {
+    let data = support::mnist_small();
+    let mut config = small_config();
+    config.train.schedule = ScheduleMode::Interleaved;
+    config.train.sleep_every_samples = 8;
+    config.train.sleep_every_seconds = 0.001;
+    let s = start_server(config).await;
+
+    // Several requests, each learned before the next: well past both triggers.
+    for start in (0..40).step_by(10) {
+        let r = s
+            .post("/learn", &batch_json(&data.train, start..start + 10))
+            .await;
+        assert_eq!(r.status(), 202);
+        s.wait_learned(start as u64 + 10).await;
+    }
+    let model = s.model().await;
+    assert_eq!(model["sleep_cycles"], 0);
+    assert_eq!(model["schedule"], "interleaved");
+    s.shutdown().await.expect("clean shutdown");
+}
