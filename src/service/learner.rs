@@ -10,8 +10,11 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::ff::{AverageConfig, Model, ScheduleMode, Trainer, WeightAverage};
+use crate::ff::{
+    AverageConfig, DriftConfig, Model, PageHinkley, ScheduleMode, Trainer, WeightAverage,
+};
 use crate::service::checkpointer::{self, CheckpointJob, Checkpointer};
+use crate::service::drift::DriftLog;
 use crate::service::journal::Journal;
 use crate::service::metrics::{DurabilityMetrics, Metrics, Phase};
 use crate::service::queue::{LearnQueue, QueuedSample};
@@ -40,6 +43,8 @@ pub struct LearnerSettings {
     pub nice: i32,
     /// Weight averaging for published snapshots (off: the live weights are published).
     pub average: AverageConfig,
+    /// Drift detection on the prequential errors.
+    pub drift: DriftConfig,
 }
 
 /// What the learner needs for checkpoints and recovery (durability on).
@@ -83,6 +88,7 @@ pub struct LearnerStatus {
     sleep_cycles: AtomicU64,
     phase: AtomicU8,
     running: AtomicBool,
+    drift: DriftLog,
 }
 
 impl LearnerStatus {
@@ -112,6 +118,11 @@ impl LearnerStatus {
     /// Whether the learner thread is running.
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::Acquire)
+    }
+
+    /// Drift detected on the prequential errors.
+    pub fn drift(&self) -> &DriftLog {
+        &self.drift
     }
 
     /// Sets the counters restored from a checkpoint (before the learner starts).
@@ -156,6 +167,10 @@ pub fn spawn(
     let now = Instant::now();
     let version = snapshots.load().version;
     status.running.store(true, Ordering::Release);
+    let drift = settings
+        .drift
+        .drift_detection
+        .then(|| PageHinkley::new(settings.drift.clone()));
     let learner = Learner {
         sleep_mode: trainer.config().schedule == ScheduleMode::Sleep,
         trainer,
@@ -173,6 +188,7 @@ pub fn spawn(
         last_sleep: now,
         chunk: Counts::default(),
         average: None,
+        drift,
         checkpoint_at: now,
         since_checkpoint: 0,
         wal_at_checkpoint: 0,
@@ -265,6 +281,8 @@ struct Learner {
     chunk: Counts,
     /// The averaged model that snapshots publish (averaging on).
     average: Option<WeightAverage>,
+    /// Watches the prequential errors (drift detection on).
+    drift: Option<PageHinkley>,
     /// When the last checkpoint was handed to the writer, samples learned since, and the WAL
     /// bytes written by then.
     checkpoint_at: Instant,
@@ -523,6 +541,9 @@ impl Learner {
 
     /// Test-then-train one sample; sleeps and publishes when due.
     fn learn(&mut self, s: &QueuedSample) {
+        if let Some(average) = self.average.as_mut() {
+            average.calibrate(&s.features, s.label, self.trainer.config().classifier);
+        }
         let outcome = self.trainer.learn_unchecked(&s.features, s.label, true);
         if outcome.refused {
             // The model is unchanged; the sample counts as handled (`learned_seq` moves on, so
@@ -537,6 +558,13 @@ impl Learner {
         }
         let hit = outcome.predicted == Some(s.label);
         self.window.push(hit);
+        if self
+            .drift
+            .as_mut()
+            .is_some_and(|d| d.update(f64::from(u8::from(!hit))))
+        {
+            self.drifted(s.seq);
+        }
         self.chunk.learned += 1;
         self.chunk.correct += u64::from(hit);
         self.chunk.last_seq = Some(s.seq);
@@ -561,6 +589,25 @@ impl Learner {
         }
     }
 
+    /// Drift was detected at sample `seq`: count and record it, and restart the weight average
+    /// from the live weights, so `/classify` stops serving what was averaged over the old data
+    /// (the live weights are already adapting: they learned every sample since the change).
+    fn drifted(&mut self, seq: u64) {
+        self.metrics.drift_detected.inc();
+        let learned = self.status.samples_learned() + self.chunk.learned;
+        self.status.drift.record(seq, learned);
+        tracing::warn!(seq, "drift detected on the prequential errors; the weight average restarts from the live weights");
+        if self.average.is_some() {
+            self.trainer.settle();
+            self.average = WeightAverage::new(&self.settings.average, self.trainer.model().clone())
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "weight averaging is off");
+                    None
+                });
+            self.publish(Instant::now());
+        }
+    }
+
     /// Moves the chunk's counts into the metrics, then into the status (so a reader who saw
     /// the status move sees the metrics moved too).
     fn flush(&mut self) {
@@ -576,6 +623,15 @@ impl Learner {
         m.prequential_correct.inc_by(c.correct);
         if let Some(a) = self.window.accuracy() {
             m.prequential_accuracy.set(a);
+        }
+        if let Some(fit) = self.trainer.calibration() {
+            // The served model's: the average's own fit when averaging is on.
+            let served = self.average.as_ref().map(|a| a.model().calibration());
+            let t = served.unwrap_or(fit.calibration()).temperature;
+            m.calibration_temperature.set(f64::from(t));
+            if let Some(loss) = fit.log_loss() {
+                m.prequential_log_loss.set(loss);
+            }
         }
         self.status
             .samples_learned

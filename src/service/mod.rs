@@ -29,6 +29,7 @@
 pub mod auth;
 pub mod checkpointer;
 pub mod config;
+pub mod drift;
 pub mod history;
 pub mod http;
 pub mod journal;
@@ -245,6 +246,7 @@ impl Service {
             prequential_window: config.learner.prequential_window,
             nice: config.learner.nice,
             average: config.average.clone(),
+            drift: config.drift.clone(),
         };
         let learner = learner::spawn(
             trainer,
