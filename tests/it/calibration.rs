@@ -2,7 +2,10 @@
 //! subset is learned through `/learn`, the mean confidence on held-out digits is within a few
 //! points of the accuracy (raw goodness scores would give ~1.0 whatever the accuracy), the
 //! log-loss is far better than the untempered softmax of the same scores and than a uniform
-//! guess, and `/v1/model`, `/metrics` and the answers agree on the temperature.
+//! guess, and `/v1/model`, `/metrics` and the answers agree on the temperature. Checked for the
+//! live weights and for a weight average (which fits a temperature of its own); the default
+//! average remembers ~5 000 samples, more than the subset has, so the tests shorten it.
+//! Measured: accuracy 0.79 at mean confidence 0.75 (live), 0.76 at 0.73 (average).
 use crate::support;
 
 use crate::support::{batch_json, metric, small_config, start_server};
@@ -19,9 +22,31 @@ fn nll(scores: &[f64], label: usize, t: f64) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn classify_probabilities_are_calibrated_on_held_out_digits() {
+async fn live_weights_give_calibrated_probabilities() {
+    let mut config = small_config();
+    config.average.average_decay = 0.0;
+    learn_then_check_calibration(config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_average_gives_calibrated_probabilities() {
+    let mut config = small_config();
+    config.average.average_decay = 0.9;
+    config.average.average_every_samples = 20;
+    learn_then_check_calibration(config).await;
+}
+
+/// Learns the subset's 3 000 training digits through `/learn`, classifies its 1 000 test digits
+/// through `/classify`, and checks what a user would: confidence matches accuracy.
+async fn learn_then_check_calibration(config: ffd::service::Config) {
     let data = support::mnist_small();
-    let server = start_server(small_config()).await;
+    let mut config = config;
+    // Wider than `small_config`'s 32-32: that net is still improving fast at the end of the
+    // subset, so its stream-fitted temperature lags (underconfident by ~14 points).
+    config.network.hidden = vec![200, 200];
+    // Only the sample count triggers sleeps, so the run is the same every time.
+    config.train.sleep_every_seconds = 0.0;
+    let server = start_server(config).await;
     for start in (0..TRAIN).step_by(100) {
         let r = server
             .post("/learn", &batch_json(&data.train, start..start + 100))
