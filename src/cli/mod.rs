@@ -2,6 +2,7 @@
 //! dispatches here; errors are reported with `anyhow` at this level only.
 
 mod client;
+pub mod eval;
 pub mod healthcheck;
 pub mod replay;
 pub mod serve;
@@ -23,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Train offline on MNIST and evaluate on its test set.
     Train(train::TrainArgs),
+    /// Measure how trustworthy a saved model's probabilities are on the MNIST test set.
+    Eval(eval::EvalArgs),
     /// Run the HTTP service: learn from /learn, answer /classify, export /metrics.
     Serve(serve::ServeArgs),
     /// Stream MNIST to a running server, then classify its test set through the server.
@@ -35,6 +38,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Healthcheck(args) => healthcheck::run(args),

@@ -173,6 +173,9 @@ fn train(args: &TrainArgs) -> anyhow::Result<(Model, serde_json::Value)> {
         let started = Instant::now();
         for (i, &idx) in order.next_epoch().iter().enumerate() {
             let (x, y) = train.sample(idx);
+            if let Some(average) = average.as_mut() {
+                average.calibrate(x, y, classifier);
+            }
             let outcome = trainer.learn_unchecked(x, y, args.prequential);
             if outcome.predicted == Some(y) {
                 prequential_correct += 1;

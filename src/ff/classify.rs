@@ -27,7 +27,8 @@ pub enum Classifier {
 pub struct Scores {
     /// The predicted class.
     pub label: usize,
-    /// Per-class probabilities (sum to 1).
+    /// Per-class probabilities (sum to 1): `softmax(scores / T)` with the model's calibrated
+    /// temperature `T` (docs/algorithm.md §5.1).
     pub probabilities: Vec<f32>,
     /// Per-class scores: summed goodness logits, or the head's logits.
     pub scores: Vec<f32>,
@@ -142,9 +143,14 @@ impl Model {
     ) -> Result<Scores, FfError> {
         self.check_features(features)?;
         let label = self.predict_unchecked(ws, features, classifier);
+        // `ws.probs` stays the raw softmax the trainer draws hard negatives from; what a reader
+        // sees is tempered.
+        let mut probabilities = vec![0.0; ws.scores.len()];
+        self.calibration
+            .probabilities(&ws.scores, &mut probabilities);
         Ok(Scores {
             label,
-            probabilities: ws.probs.clone(),
+            probabilities,
             scores: ws.scores.clone(),
         })
     }

@@ -23,7 +23,9 @@
 //! layer and its local update), `optimiser` (momentum, decay, peer normalisation, lr schedule),
 //! `model` (`Model`, label embedding, `Workspace`), `classify` (goodness and softmax
 //! classification), `negatives`, `replay`, `schedule`, `trainer` (the `Trainer` and its
-//! `TrainConfig`), `average` (the weight average that is evaluated and served), `guard` (refuses
+//! `TrainConfig`), `average` (the weight average that is evaluated and served), `calibration`
+//! (the temperature of the reported probabilities and its online fit), `drift` (Page–Hinkley
+//! on the prequential errors), `guard` (refuses
 //! an update that could make a parameter non-finite), `state` (a trainer's resumable state),
 //! `short_float` (prints `f32` config values as written).
 //!
@@ -37,7 +39,9 @@
 //! and without it the engine compiles with ndarray, rand and serde only.
 
 pub mod average;
+pub mod calibration;
 pub mod classify;
+pub mod drift;
 pub mod error;
 pub mod goodness;
 mod guard;
@@ -53,7 +57,9 @@ pub mod state;
 pub mod trainer;
 
 pub use average::{AverageConfig, WeightAverage};
+pub use calibration::{Calibration, TemperatureFit};
 pub use classify::{Classifier, Scores, SoftmaxHead};
+pub use drift::{DriftConfig, PageHinkley};
 pub use error::FfError;
 pub use goodness::{Goodness, Polarity};
 pub use layer::Layer;

@@ -10,6 +10,7 @@ use ndarray::{Array1, Array2};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::ff::calibration::Calibration;
 use crate::ff::classify::SoftmaxHead;
 use crate::ff::error::FfError;
 use crate::ff::goodness::Goodness;
@@ -177,13 +178,15 @@ impl NetworkConfig {
     }
 }
 
-/// A trained or training FF network: layers plus the softmax head. Immutable to readers; only
-/// the `Trainer` mutates it.
+/// A trained or training FF network: layers, the softmax head, and the temperature its
+/// probabilities are computed with. Immutable to readers; only the `Trainer` mutates it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Model {
     pub(crate) config: NetworkConfig,
     pub(crate) layers: Vec<Layer>,
     pub(crate) head: SoftmaxHead,
+    #[serde(default)]
+    pub(crate) calibration: Calibration,
 }
 
 impl Model {
@@ -206,6 +209,7 @@ impl Model {
             config,
             layers,
             head,
+            calibration: Calibration::default(),
         })
     }
 
@@ -249,6 +253,7 @@ impl Model {
             config,
             layers,
             head,
+            calibration: Calibration::default(),
         })
     }
 
@@ -256,6 +261,7 @@ impl Model {
     /// `p ← p + weight·(p_other − p)`. Called every few samples with a small `weight`, it keeps
     /// an exponential moving average of a model being trained (Polyak averaging): per-sample
     /// SGD at a constant rate leaves the live weights noisy; their average classifies better.
+    /// The calibration is left alone: it is a fit, not a weight (see `WeightAverage`).
     pub fn blend_toward(&mut self, other: &Model, weight: f32) -> Result<(), FfError> {
         if self.config != other.config {
             return Err(FfError::Config {
@@ -290,6 +296,25 @@ impl Model {
     /// The softmax head.
     pub fn head(&self) -> &SoftmaxHead {
         &self.head
+    }
+
+    /// The temperature of the probabilities [`Model::classify`] reports (docs/algorithm.md
+    /// §5.1).
+    pub fn calibration(&self) -> Calibration {
+        self.calibration
+    }
+
+    /// Sets the temperature of the probabilities; fails with `Config` (key `temperature`) when
+    /// it is not finite and > 0.
+    pub fn set_calibration(&mut self, calibration: Calibration) -> Result<(), FfError> {
+        if !calibration.is_valid() {
+            return Err(FfError::Config {
+                key: "calibration_temperature",
+                reason: "must be a finite number > 0".into(),
+            });
+        }
+        self.calibration = calibration;
+        Ok(())
     }
 
     /// Checks a feature vector: length and finiteness.

@@ -2,6 +2,7 @@
 //! optimiser buffers, replay buffer, sleep counter, sample counter and the RNG's position — as
 //! plain values, so a store can write it and a new process can resume from it. No I/O here.
 
+use crate::ff::calibration::TemperatureFit;
 use crate::ff::model::Model;
 use crate::ff::optimiser::LayerState;
 
@@ -36,4 +37,6 @@ pub struct TrainerState {
     pub samples: u64,
     /// The negative-sampling RNG.
     pub rng: RngPosition,
+    /// The online temperature fit (`None` when calibration is off).
+    pub calibration: Option<TemperatureFit>,
 }

@@ -3,8 +3,9 @@
 //! by the caller). Unknown keys are errors; [`Config::validate`] names the key it refuses.
 //!
 //! The engine's sections are the engine's own structs (`[network]` = `ff::NetworkConfig`,
-//! `[train]` = `ff::TrainConfig`, `[average]` = `ff::AverageConfig`), the same ones `ffd train`
-//! reads its flags into: a key, its `FFD_SECTION__KEY` variable and its `--key` flag share one
+//! `[train]` = `ff::TrainConfig`, `[average]` = `ff::AverageConfig`, `[drift]` =
+//! `ff::DriftConfig`, which `ffd train` does not read), the same ones `ffd train` reads its flags
+//! into: a key, its `FFD_SECTION__KEY` variable and its `--key` flag share one
 //! name. Where the service's defaults depart from the engine's, [`Config::default`] says so.
 
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ff::{AverageConfig, FfError, NetworkConfig, ScheduleMode, TrainConfig};
+use crate::ff::{AverageConfig, DriftConfig, FfError, NetworkConfig, ScheduleMode, TrainConfig};
 
 /// The embedded default configuration; [`Config::default`] equals it (a test checks).
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -97,6 +98,8 @@ pub struct Config {
     pub train: TrainConfig,
     /// The weight average `/classify` serves.
     pub average: AverageConfig,
+    /// Drift detection on the prequential errors.
+    pub drift: DriftConfig,
     /// The learner thread and its queue.
     pub learner: LearnerSection,
     /// Request limits.
@@ -231,6 +234,7 @@ impl Default for Config {
                 average_decay: 0.98,
                 ..AverageConfig::default()
             },
+            drift: DriftConfig::default(),
             learner: LearnerSection::default(),
             http: HttpSection::default(),
             pending: PendingSection::default(),
@@ -380,6 +384,9 @@ impl Config {
         self.average
             .validate()
             .map_err(|e| engine_error("average", e))?;
+        self.drift
+            .validate()
+            .map_err(|e| engine_error("drift", e))?;
         let l = &self.learner;
         if l.queue_capacity == 0 {
             return invalid("learner.queue_capacity", "must be > 0");

@@ -10,8 +10,11 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::ff::{AverageConfig, Model, ScheduleMode, Trainer, WeightAverage};
+use crate::ff::{
+    AverageConfig, DriftConfig, Model, PageHinkley, ScheduleMode, Trainer, WeightAverage,
+};
 use crate::service::checkpointer::{self, CheckpointJob, Checkpointer};
+use crate::service::drift::DriftLog;
 use crate::service::metrics::{DurabilityMetrics, Metrics, Phase};
 use crate::service::queue::LearnQueue;
 use crate::service::recovery::Backlog;
@@ -41,6 +44,8 @@ pub struct LearnerSettings {
     pub nice: i32,
     /// Weight averaging for published snapshots (off: the live weights are published).
     pub average: AverageConfig,
+    /// Drift detection on the prequential errors.
+    pub drift: DriftConfig,
 }
 
 /// What the learner needs for checkpoints and recovery (durability on).
@@ -73,6 +78,7 @@ pub struct LearnerProgress {
     sleep_cycles: AtomicU64,
     phase: AtomicU8,
     running: AtomicBool,
+    drift: DriftLog,
 }
 
 impl LearnerProgress {
@@ -102,6 +108,11 @@ impl LearnerProgress {
     /// Whether the learner thread is running.
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::Acquire)
+    }
+
+    /// Drift detected on the prequential errors.
+    pub fn drift(&self) -> &DriftLog {
+        &self.drift
     }
 
     /// Sets the counters restored from a checkpoint (before the learner starts).
@@ -146,6 +157,10 @@ pub fn spawn(
     let now = Instant::now();
     let version = snapshots.load().version;
     progress.running.store(true, Ordering::Release);
+    let drift = settings
+        .drift
+        .drift_detection
+        .then(|| PageHinkley::new(settings.drift.clone()));
     let learner = Learner {
         sleep_mode: trainer.config().schedule == ScheduleMode::Sleep,
         trainer,
@@ -163,6 +178,7 @@ pub fn spawn(
         last_sleep: now,
         chunk: Counts::default(),
         average: None,
+        drift,
         checkpoint_at: now,
         since_checkpoint: 0,
         wal_at_checkpoint: 0,
@@ -255,6 +271,8 @@ struct Learner {
     chunk: Counts,
     /// The averaged model that snapshots publish (averaging on).
     average: Option<WeightAverage>,
+    /// Watches the prequential errors (drift detection on).
+    drift: Option<PageHinkley>,
     /// When the last checkpoint was handed to the writer, samples learned since, and the WAL
     /// bytes written by then.
     checkpoint_at: Instant,
@@ -473,6 +491,9 @@ impl Learner {
 
     /// Test-then-train one sample; sleeps and publishes when due.
     fn learn(&mut self, s: &SequencedSample) {
+        if let Some(average) = self.average.as_mut() {
+            average.calibrate(&s.features, s.label, self.trainer.config().classifier);
+        }
         let outcome = self.trainer.learn_unchecked(&s.features, s.label, true);
         if outcome.refused {
             // The model is unchanged; the sample counts as handled (`learned_seq` moves on, so
@@ -487,6 +508,13 @@ impl Learner {
         }
         let hit = outcome.predicted == Some(s.label);
         self.window.push(hit);
+        if self
+            .drift
+            .as_mut()
+            .is_some_and(|d| d.update(f64::from(u8::from(!hit))))
+        {
+            self.drifted(s.seq);
+        }
         self.chunk.learned += 1;
         self.chunk.correct += u64::from(hit);
         self.chunk.last_seq = Some(s.seq);
@@ -511,6 +539,25 @@ impl Learner {
         }
     }
 
+    /// Drift was detected at sample `seq`: count and record it, and restart the weight average
+    /// from the live weights, so `/classify` stops serving what was averaged over the old data
+    /// (the live weights are already adapting: they learned every sample since the change).
+    fn drifted(&mut self, seq: u64) {
+        self.metrics.drift_detected.inc();
+        let learned = self.progress.samples_learned() + self.chunk.learned;
+        self.progress.drift.record(seq, learned);
+        tracing::warn!(seq, "drift detected on the prequential errors; the weight average restarts from the live weights");
+        if self.average.is_some() {
+            self.trainer.settle();
+            self.average = WeightAverage::new(&self.settings.average, self.trainer.model().clone())
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "weight averaging is off");
+                    None
+                });
+            self.publish(Instant::now());
+        }
+    }
+
     /// Moves the chunk's counts into the metrics, then into the progress (so a reader who saw
     /// the progress move sees the metrics moved too).
     fn report_chunk(&mut self) {
@@ -526,6 +573,15 @@ impl Learner {
         m.prequential_correct.inc_by(c.correct);
         if let Some(a) = self.window.accuracy() {
             m.prequential_accuracy.set(a);
+        }
+        if let Some(fit) = self.trainer.calibration() {
+            // The served model's: the average's own fit when averaging is on.
+            let served = self.average.as_ref().map(|a| a.model().calibration());
+            let t = served.unwrap_or(fit.calibration()).temperature;
+            m.calibration_temperature.set(f64::from(t));
+            if let Some(loss) = fit.log_loss() {
+                m.prequential_log_loss.set(loss);
+            }
         }
         self.progress
             .samples_learned

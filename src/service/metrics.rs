@@ -156,6 +156,12 @@ pub struct Metrics {
     pub prequential_correct: IntCounter,
     /// `ffd_prequential_accuracy`: over the last `learner.prequential_window` samples.
     pub prequential_accuracy: prometheus::Gauge,
+    /// `ffd_prequential_log_loss`: running mean NLL of the calibrated prequential predictions.
+    pub prequential_log_loss: prometheus::Gauge,
+    /// `ffd_calibration_temperature`: `T` of the published probabilities `softmax(scores / T)`.
+    pub calibration_temperature: prometheus::Gauge,
+    /// `ffd_drift_detected_total`: Page–Hinkley alarms on the prequential errors.
+    pub drift_detected: IntCounter,
     /// `ffd_layer_goodness{layer,polarity}`.
     pub layer_goodness: prometheus::GaugeVec,
     /// `ffd_layer_loss{layer}`.
@@ -247,6 +253,17 @@ impl Metrics {
             "Test-then-train accuracy over the last prequential_window samples.",
         )?;
         registry.register(Box::new(prequential_accuracy.clone()))?;
+        let prequential_log_loss = prometheus::Gauge::new(
+            "ffd_prequential_log_loss",
+            "Test-then-train log-loss (nats per sample) of the calibrated probabilities, running mean over about the last calibration_window samples.",
+        )?;
+        registry.register(Box::new(prequential_log_loss.clone()))?;
+        let calibration_temperature = prometheus::Gauge::new(
+            "ffd_calibration_temperature",
+            "Temperature T of the learner's probabilities softmax(scores / T), fitted online to the prequential predictions.",
+        )?;
+        calibration_temperature.set(1.0);
+        registry.register(Box::new(calibration_temperature.clone()))?;
         let sleep_duration = Histogram::with_opts(
             HistogramOpts::new("ffd_sleep_duration_seconds", "Duration of sleep phases.")
                 .buckets(SLEEP_BUCKETS.to_vec()),
@@ -301,6 +318,12 @@ impl Metrics {
                 "Prequential predictions that matched the label.",
             )?,
             prequential_accuracy,
+            prequential_log_loss,
+            calibration_temperature,
+            drift_detected: counter(
+                "ffd_drift_detected_total",
+                "Drift detected on the test-then-train errors (Page-Hinkley); each restarts the served weight average.",
+            )?,
             layer_goodness,
             layer_loss,
             phase: gauge("ffd_phase", "The learner's phase: 0 wake, 1 sleep.")?,
@@ -487,6 +510,9 @@ mod tests {
             "ffd_prequential_predictions_total",
             "ffd_prequential_correct_total",
             "ffd_prequential_accuracy",
+            "ffd_prequential_log_loss",
+            "ffd_calibration_temperature",
+            "ffd_drift_detected_total",
             "ffd_phase",
             "ffd_sleep_cycles_total",
             "ffd_sleep_duration_seconds",

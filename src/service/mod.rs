@@ -31,6 +31,7 @@
 pub mod auth;
 pub mod checkpointer;
 pub mod config;
+pub mod drift;
 pub mod history;
 pub mod http;
 pub mod learner;
@@ -501,6 +502,7 @@ fn spawn_learner(
         prequential_window: config.learner.prequential_window,
         nice: config.learner.nice,
         average: config.average.clone(),
+        drift: config.drift.clone(),
     };
     learner::spawn(
         trainer,

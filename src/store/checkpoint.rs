@@ -1,7 +1,9 @@
 //! Checkpoints: a learner's whole state in one safetensors file, named like a PyTorch
 //! `state_dict` (`layers.0.weight`, `optimiser.layers.0.momentum_weight`, `replay.features`,
 //! `average.layers.0.weight`, ...) with the scalars (counters, last applied sequence number,
-//! RNG position, config fingerprint) in the metadata. A CRC-32 over every tensor and metadata
+//! RNG position, config fingerprint, the models' calibration and its online fit) in the
+//! metadata; a checkpoint without the calibration entries (written before they existed) loads
+//! with temperature 1 and a fresh fit. A CRC-32 over every tensor and metadata
 //! entry rides in the metadata too, so a damaged file is refused rather than half-loaded.
 //!
 //! Files are `checkpoint-{last_seq:020}.safetensors` in the data directory, written atomically
@@ -16,8 +18,10 @@ use ndarray::Array1;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::ff::optimiser::LayerState;
-use crate::ff::{Model, NetworkConfig, RngPosition, TrainerState};
-use crate::store::model_file::{matrix, read_f32, write_atomic};
+use crate::ff::{Model, NetworkConfig, RngPosition, TemperatureFit, TrainerState};
+use crate::store::model_file::{
+    calibration_metadata, matrix, parse_calibration, read_f32, write_atomic, KEY_CALIBRATION,
+};
 use crate::store::tensor::RawTensor;
 use crate::store::StoreError;
 
@@ -48,6 +52,7 @@ mod key {
     pub const RNG_SEED: &str = "rng_seed";
     pub const RNG_STREAM: &str = "rng_stream";
     pub const RNG_WORD_POS: &str = "rng_word_pos";
+    pub const CALIBRATION_FIT: &str = "calibration_fit";
     pub const CHECKSUM: &str = "checksum_crc32";
 }
 
@@ -227,6 +232,19 @@ pub fn to_bytes(c: &Checkpoint) -> Vec<u8> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    metadata.insert(KEY_CALIBRATION.to_owned(), calibration_metadata(&t.model));
+    if let Some(average) = &c.average {
+        metadata.insert(
+            format!("average.{KEY_CALIBRATION}"),
+            calibration_metadata(average),
+        );
+    }
+    if let Some(fit) = &t.calibration {
+        metadata.insert(
+            key::CALIBRATION_FIT.to_owned(),
+            serde_json::to_string(fit).expect("a TemperatureFit has no map keys, so it serialises"),
+        );
+    }
     let sum = checksum(
         tensors
             .iter()
@@ -315,11 +333,40 @@ pub fn from_bytes(
         model_version: num(key::MODEL_VERSION)?,
         since_average: num(key::SINCE_AVERAGE)?,
     };
-    let model = read_model(&tensors, "", network, path)?;
+    let calibrated = |mut model: Model, prefix: &str| -> Result<Model, StoreError> {
+        let key = format!("{prefix}{KEY_CALIBRATION}");
+        let c = parse_calibration(metadata.get(&key).map(String::as_str), path)?;
+        model
+            .set_calibration(c)
+            .map_err(|source| StoreError::Model {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(model)
+    };
+    let model = calibrated(read_model(&tensors, "", network, path)?, "")?;
     let average = if tensors.names().iter().any(|n| n.starts_with("average.")) {
-        Some(read_model(&tensors, "average.", network, path)?)
+        Some(calibrated(
+            read_model(&tensors, "average.", network, path)?,
+            "average.",
+        )?)
     } else {
         None
+    };
+    let calibration = match metadata.get(key::CALIBRATION_FIT) {
+        None => None,
+        Some(json) => {
+            let fit: TemperatureFit = serde_json::from_str(json)
+                .map_err(|e| bad(path, format!("metadata `{}`: {e}", key::CALIBRATION_FIT)))?;
+            if !fit.is_valid() {
+                return Err(bad(
+                    path,
+                    format!("metadata `{}`: not finite", key::CALIBRATION_FIT),
+                )
+                .into());
+            }
+            Some(fit)
+        }
     };
     let widths = network.widths();
     let mut layers = Vec::with_capacity(network.hidden.len());
@@ -384,6 +431,7 @@ pub fn from_bytes(
             stream: num(key::RNG_STREAM)?,
             word_pos,
         },
+        calibration,
     };
     Ok(Checkpoint {
         trainer,

@@ -1,7 +1,8 @@
 //! A trained model as a safetensors file, named like a PyTorch `state_dict`: `layers.{i}.weight`
 //! `[out, in]`, `layers.{i}.bias` `[out]`, `head.weight` `[classes, head_inputs]`, `head.bias`
-//! `[classes]`, all F32 little-endian; the network (and optionally training) config rides in the
-//! metadata as JSON. Saving is atomic (temp file, fsync, rename). Loading checks the format tag,
+//! `[classes]`, all F32 little-endian; the network (and optionally training) config and the
+//! probability calibration ride in the metadata as JSON (a file without `calibration` loads with
+//! temperature 1, the raw softmax it was served with before calibration existed). Saving is atomic (temp file, fsync, rename). Loading checks the format tag,
 //! every name, dtype and shape before building the model, and never panics on a damaged file.
 
 use std::collections::{BTreeSet, HashMap};
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array1, Array2};
 use safetensors::{Dtype, SafeTensors};
 
-use crate::ff::{LabelPlacement, Model, NetworkConfig, TrainConfig};
+use crate::ff::{Calibration, LabelPlacement, Model, NetworkConfig, TrainConfig};
 use crate::store::tensor::RawTensor;
 use crate::store::StoreError;
 
@@ -30,6 +31,8 @@ const KEY_FORMAT_VERSION: &str = "format_version";
 const KEY_NETWORK: &str = "network";
 const KEY_TRAIN: &str = "train";
 const KEY_FFD_VERSION: &str = "ffd_version";
+/// Metadata key of a model's [`Calibration`] (checkpoints prefix it like the tensors).
+pub(crate) const KEY_CALIBRATION: &str = "calibration";
 
 /// Attempts at a fresh temp-file name before [`save_model`] gives up.
 const TEMP_NAME_ATTEMPTS: u32 = 64;
@@ -114,6 +117,7 @@ pub fn model_to_bytes(model: &Model, train: Option<&TrainConfig>) -> Vec<u8> {
             serde_json::to_string(train).expect("a TrainConfig has no map keys, so it serialises"),
         );
     }
+    metadata.insert(KEY_CALIBRATION.to_owned(), calibration_metadata(model));
     safetensors::serialize(tensors, Some(metadata))
         .expect("every RawTensor's byte length matches its shape by construction")
 }
@@ -221,8 +225,42 @@ pub fn model_from_bytes(bytes: &[u8], path: &Path) -> Result<LoadedModel, StoreE
         )));
     }
 
-    let model = Model::from_parts(config, params, head).map_err(invalid)?;
+    let mut model = Model::from_parts(config, params, head).map_err(invalid)?;
+    let calibration = parse_calibration(metadata.get(KEY_CALIBRATION).map(String::as_str), path)?;
+    model.set_calibration(calibration).map_err(invalid)?;
     Ok(LoadedModel { model, train })
+}
+
+/// The metadata value that records `model`'s calibration.
+pub(crate) fn calibration_metadata(model: &Model) -> String {
+    serde_json::to_string(&model.calibration())
+        .expect("a Calibration has no map keys, so it serialises")
+}
+
+/// Reads a calibration entry; an absent one is the default (temperature 1). Fails with `Format`
+/// when the entry is not a calibration or its temperature is not finite and > 0.
+pub(crate) fn parse_calibration(
+    entry: Option<&str>,
+    path: &Path,
+) -> Result<Calibration, StoreError> {
+    let Some(json) = entry else {
+        return Ok(Calibration::default());
+    };
+    let bad = |reason: String| StoreError::Format {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let calibration: Calibration = serde_json::from_str(json).map_err(|e| {
+        bad(format!(
+            "metadata `{KEY_CALIBRATION}` is not a calibration: {e}"
+        ))
+    })?;
+    if !calibration.is_valid() {
+        return Err(bad(format!(
+            "metadata `{KEY_CALIBRATION}`: the temperature must be a finite number > 0"
+        )));
+    }
+    Ok(calibration)
 }
 
 /// Reads tensor `name`, which must be F32 of exactly `shape`, as native `f32`s.

@@ -10,6 +10,7 @@ mod support;
 
 mod access_control;
 mod backpressure;
+mod calibration;
 mod checkpoint_resume;
 mod client_token;
 mod crash_recovery;

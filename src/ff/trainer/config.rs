@@ -79,6 +79,13 @@ pub struct TrainConfig {
     /// keeps positive and negative updates balanced.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().negatives_per_sleep))]
     pub negatives_per_sleep: usize,
+    /// Samples of memory of the online temperature fit that calibrates the reported
+    /// probabilities (docs/algorithm.md §5.1); 0 turns the fit off and the model keeps the
+    /// temperature it has (1 for a new one: the raw softmax of the scores). The fit reads the
+    /// prediction of every sample before it is learned, so it needs one classification per
+    /// sample, which the service makes anyway.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().calibration_window))]
+    pub calibration_window: u64,
 }
 
 impl Default for TrainConfig {
@@ -99,6 +106,9 @@ impl Default for TrainConfig {
             sleep_every_seconds: 0.0,
             replay_capacity: 1024,
             negatives_per_sleep: 0,
+            // Measured: on 20 000 MNIST samples 500 and 2000 calibrate the same (ECE 0.007);
+            // on a short stream a model still improving fast is tracked better by 500.
+            calibration_window: 500,
         }
     }
 }

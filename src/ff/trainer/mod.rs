@@ -17,6 +17,7 @@ mod step;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
+use crate::ff::calibration::TemperatureFit;
 use crate::ff::error::FfError;
 use crate::ff::guard::{max_abs, FiniteGuard};
 use crate::ff::model::{Model, NetworkConfig, Workspace};
@@ -67,6 +68,8 @@ pub struct Trainer {
     /// each layer's mean activities and the statistics.
     mean_backup: Vec<Vec<f32>>,
     stats_backup: Vec<LayerStats>,
+    /// Fits the model's temperature to the prequential predictions (`calibration_window > 0`).
+    calibration: Option<TemperatureFit>,
 }
 
 impl Trainer {
@@ -117,6 +120,8 @@ impl Trainer {
             guard,
             mean_backup,
             stats_backup: vec![LayerStats::default(); ncfg.hidden.len()],
+            calibration: (config.calibration_window > 0)
+                .then(|| TemperatureFit::new(config.calibration_window, model.calibration())),
             model,
             config,
         })
@@ -169,6 +174,7 @@ impl Trainer {
                 stream: self.rng.get_stream(),
                 word_pos: self.rng.get_word_pos(),
             },
+            calibration: self.calibration.clone(),
         }
     }
 
@@ -185,6 +191,7 @@ impl Trainer {
             since_sleep,
             samples,
             rng,
+            calibration,
         } = state;
         let mut trainer = Trainer::new(model, config, 0)?;
         FfError::check_len("optimiser layers", trainer.states.len(), layers.len())?;
@@ -234,6 +241,14 @@ impl Trainer {
         trainer.rng = ChaCha12Rng::from_seed(rng.seed);
         trainer.rng.set_stream(rng.stream);
         trainer.rng.set_word_pos(rng.word_pos);
+        // A saved fit continues under the running memory; without one (calibration was off, or
+        // an older checkpoint) the fresh fit from `new` starts at the model's temperature.
+        if let (Some(fit), Some(saved)) = (trainer.calibration.as_mut(), calibration) {
+            if saved.is_valid() {
+                *fit = saved;
+                fit.set_window(trainer.config.calibration_window);
+            }
+        }
         Ok(trainer)
     }
 
@@ -268,6 +283,12 @@ impl Trainer {
         self.samples
     }
 
+    /// The online temperature fit, when calibration is on: the temperature and the running
+    /// prequential log-loss.
+    pub fn calibration(&self) -> Option<&TemperatureFit> {
+        self.calibration.as_ref()
+    }
+
     /// Sets the learning-rate schedule (e.g. once the number of training steps is known).
     pub fn set_lr_schedule(&mut self, schedule: LrSchedule) {
         self.config.optimiser.lr_schedule = schedule;
@@ -294,7 +315,8 @@ impl Trainer {
 
     /// Learns one labelled sample under the configured schedule: interleaved, a positive and a
     /// negative update; sleep, a positive (wake) update and the sample kept for replay. With
-    /// `predict`, first classifies it with the current model (test-then-train).
+    /// `predict`, first classifies it with the current model (test-then-train); with
+    /// calibration on it always does, and the prediction updates the model's temperature.
     pub fn learn(
         &mut self,
         features: &[f32],
@@ -315,6 +337,7 @@ impl Trainer {
         predict: bool,
     ) -> LearnOutcome {
         let interleaved = self.config.schedule == ScheduleMode::Interleaved;
+        let predict = predict || self.calibration.is_some();
         let step = if interleaved {
             Step::Interleaved
         } else {
@@ -352,6 +375,12 @@ impl Trainer {
                     .train_step(&ws.head_in, label, self.config.head_lr, &mut ws.probs);
             self.stats.head_loss_sum += f64::from(loss);
             self.stats.head_count += 1;
+        }
+        if let (Some(fit), Some(_)) = (self.calibration.as_mut(), slots.predicted) {
+            // The scores the prediction came from are still in the current workspace.
+            if fit.observe(&self.ws[self.cur].scores, label).is_some() {
+                self.model.calibration = fit.calibration();
+            }
         }
         if self.replay.capacity() > 0 {
             self.replay.push(features, label);
@@ -534,6 +563,8 @@ mod tests {
     fn mini_batches_update_once_per_batch() {
         let config = TrainConfig {
             batch_size: 4,
+            // The temperature fit moves with every sample; this test watches the weights.
+            calibration_window: 0,
             ..Default::default()
         };
         let mut t = toy(config, 5);

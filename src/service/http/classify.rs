@@ -57,7 +57,8 @@ pub struct ClassifyItem {
 pub struct Classification {
     /// The predicted class.
     pub label: usize,
-    /// Per-class probabilities (the softmax of `scores`).
+    /// Per-class probabilities: `softmax(scores / T)`, with the model's calibrated temperature
+    /// `T` (`calibration_temperature` of `/v1/model`).
     pub probabilities: Vec<f32>,
     /// Per-class scores: summed goodness logits, or the softmax head's logits.
     pub scores: Vec<f32>,

@@ -99,10 +99,15 @@ pub struct ModelInfo<'a> {
     pub model_version: u64,
     /// Wake samples learned into that snapshot.
     pub snapshot_samples_learned: u64,
+    /// Temperature `T` of that snapshot's probabilities, `softmax(scores / T)`, fitted to the
+    /// test-then-train predictions (docs/algorithm.md §5.1).
+    pub calibration_temperature: f32,
     /// Wake samples learned so far (may be ahead of the snapshot).
     pub samples_learned: u64,
     /// Sleep phases completed.
     pub sleep_cycles: u64,
+    /// Drift detected on the prequential errors: how often, and the latest detection.
+    pub drift: crate::service::drift::DriftSummary,
     /// Samples waiting to be learned: the learn queue plus, after a restart, the WAL backlog
     /// not yet learned.
     pub queue_depth: u64,
@@ -137,8 +142,10 @@ pub async fn model(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Ap
         learner_running: progress.is_running(),
         model_version: snapshot.version,
         snapshot_samples_learned: snapshot.samples_learned,
+        calibration_temperature: snapshot.model.calibration().temperature,
         samples_learned: progress.samples_learned(),
         sleep_cycles: progress.sleep_cycles(),
+        drift: progress.drift().summary(),
         queue_depth: state.queue.depth(),
         queue_capacity: state.queue.capacity(),
         last_seq: state.queue.last_seq(),
