@@ -19,7 +19,8 @@
 //! assert_eq!(scores.probabilities.len(), 2);
 //! ```
 //!
-//! Layout: `kernel` (dot products, row updates), `goodness` (`G`, `p`, loss), `layer` (one FF
+//! Layout: `kernel` (dot products, row updates), `matmul` (matrix products for batches),
+//! `batch` (the batched forward pass and its `BatchWorkspace`), `goodness` (`G`, `p`, loss), `layer` (one FF
 //! layer and its local update), `optimiser` (momentum, decay, peer normalisation, lr schedule),
 //! `model` (`Model`, label embedding, `Workspace`), `classify` (goodness and softmax
 //! classification), `negatives`, `replay`, `schedule`, `trainer` (the `Trainer` and its
@@ -37,12 +38,14 @@
 //! and without it the engine compiles with ndarray, rand and serde only.
 
 pub mod average;
+pub mod batch;
 pub mod classify;
 pub mod error;
 pub mod goodness;
 mod guard;
 pub mod kernel;
 pub mod layer;
+pub mod matmul;
 pub mod model;
 pub mod negatives;
 pub mod optimiser;
@@ -53,6 +56,7 @@ pub mod state;
 pub mod trainer;
 
 pub use average::{AverageConfig, WeightAverage};
+pub use batch::BatchWorkspace;
 pub use classify::{Classifier, Scores, SoftmaxHead};
 pub use error::FfError;
 pub use goodness::{Goodness, Polarity};

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::ff::{Classifier, Workspace};
+use crate::ff::Classifier;
 use crate::service::http::error::{ApiError, InternalDetail};
 use crate::service::http::extract::{decode_json, read_body};
 use crate::service::http::openapi::TAG_V2;
@@ -293,7 +293,6 @@ struct Wanted {
 struct FeatureRows {
     values: Vec<f32>,
     rows: usize,
-    width: usize,
 }
 
 /// Refuses any model but [`MODEL_NAME`] with 404.
@@ -733,11 +732,7 @@ fn feature_rows(
     for (row, sample) in values.chunks_exact(width).enumerate() {
         check_features(sample, width).map_err(|e| bad(format!("sample {row}: {}", e.detail)))?;
     }
-    Ok(FeatureRows {
-        values,
-        rows,
-        width,
-    })
+    Ok(FeatureRows { values, rows })
 }
 
 /// Decodes little-endian FP32 (`element_bytes` 4) or FP64 (8) values into `out`; returns the
@@ -848,17 +843,15 @@ fn classify_rows(
     rows: &FeatureRows,
     classifier: Classifier,
 ) -> Result<Classified, V2Error> {
-    let model = &snapshot.model;
-    let mut ws = Workspace::new(model.config());
-    let mut labels = Vec::with_capacity(rows.rows);
-    let mut probabilities = Vec::with_capacity(rows.rows * model.config().classes);
-    for sample in rows.values.chunks_exact(rows.width) {
-        let scores = model
-            .classify_with(&mut ws, sample, classifier)
-            .map_err(|e| ApiError::Internal(format!("validated features refused: {e}")))?;
-        labels.push(scores.label as i64);
-        probabilities.extend_from_slice(&scores.probabilities);
-    }
+    let scores = snapshot
+        .model
+        .classify_batch(&rows.values, classifier)
+        .map_err(|e| ApiError::Internal(format!("validated features refused: {e}")))?;
+    let labels = scores.iter().map(|s| s.label as i64).collect();
+    let probabilities = scores
+        .iter()
+        .flat_map(|s| s.probabilities.iter().copied())
+        .collect();
     Ok(Classified {
         labels,
         probabilities,
