@@ -5,7 +5,7 @@
 //!
 //! The kernel is `matrixmultiply` (through ndarray's `general_mat_mul`, which hands it any
 //! strides): packed, cache-blocked, with AVX-512, AVX2+FMA, AVX, NEON and portable kernels
-//! chosen at run time. Measured against hand-written alternatives in BENCHMARKS.md §2.
+//! chosen at run time. Measured against `gemm` and this core's FMA peak in BENCHMARKS.md §6.
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
