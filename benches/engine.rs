@@ -217,9 +217,9 @@ fn fma_peak(c: &mut Criterion) {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn chains(iters: usize) -> f32 {
+    unsafe fn chains(iters: usize, a: f32, b: f32) -> f32 {
         let mut acc = [_mm256_set1_ps(0.0); 12];
-        let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        let (a, b) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
         for _ in 0..iters {
             for x in acc.iter_mut() {
                 *x = _mm256_fmadd_ps(*x, a, b);
@@ -241,7 +241,11 @@ fn fma_peak(c: &mut Criterion) {
     let mut group = c.benchmark_group("fma_peak");
     group.throughput(Throughput::Elements((iters * 12 * 16) as u64));
     // SAFETY: AVX2 and FMA were detected above.
-    group.bench_function("avx2", |b| b.iter(|| unsafe { chains(iters) }));
+    // Opaque operands, so the compiler cannot fold the chains into a constant.
+    let (x, y) = (std::hint::black_box(0.999_999), std::hint::black_box(1e-7));
+    group.bench_function("avx2", |b| {
+        b.iter(|| unsafe { chains(std::hint::black_box(iters), x, y) })
+    });
     group.finish();
 }
 

@@ -184,8 +184,9 @@ impl Model {
     /// Classifies the `features.len() / inputs` samples stored back to back in `features`
     /// (`[samples, inputs]`, row-major), in batched passes whose matrix products read each
     /// weight once per batch (see [`BatchWorkspace`]). Results equal [`Model::classify`] on each
-    /// sample up to rounding. Allocates a single-threaded workspace; repeated callers keep one
-    /// and use [`Model::classify_batch_with`].
+    /// sample up to rounding (exactly, for a batch of one, which takes the per-sample pass).
+    /// Allocates a single-threaded workspace; repeated callers keep one and use
+    /// [`Model::classify_batch_with`].
     ///
     /// Fails with `Shape` if `features` is not a whole number of samples, or `NonFinite` (the
     /// index counted in `features`) for a NaN or infinite value.
@@ -214,6 +215,17 @@ impl Model {
         }
         if let Some(index) = features.iter().position(|v| !v.is_finite()) {
             return Err(FfError::NonFinite { index });
+        }
+        if features.len() == d {
+            // One sample: the per-sample pass reads each weight once as it is; a matrix
+            // product would first copy every weight into its packed layout for a single row.
+            let mut one = Workspace::new(&self.config);
+            let label = self.predict_unchecked(&mut one, features, classifier);
+            return Ok(vec![Scores {
+                label,
+                probabilities: one.probs,
+                scores: one.scores,
+            }]);
         }
         let mut out = Vec::with_capacity(features.len() / d);
         for chunk in features.chunks(BATCH_CHUNK * d) {
@@ -439,6 +451,11 @@ mod tests {
             Err(FfError::NonFinite { index: 21 })
         );
         assert_eq!(m.classify_batch(&[], Classifier::Goodness), Ok(vec![]));
+        let one = vec![0.25; 16];
+        assert_eq!(
+            m.classify_batch(&one, Classifier::Goodness),
+            m.classify(&one, Classifier::Goodness).map(|s| vec![s])
+        );
     }
 
     #[test]
