@@ -1,8 +1,9 @@
 //! Offline evaluation: the error rate of a model on a labelled dataset, spread over threads.
-//! Readers share the immutable `Model`; each thread owns its `Workspace`.
+//! Readers share the immutable `Model`; each thread owns a `BatchWorkspace` and classifies its
+//! share in batches (each weight read once per batch).
 
 use crate::data::idx::Dataset;
-use crate::ff::{Classifier, Model, Workspace};
+use crate::ff::{BatchWorkspace, Classifier, Model, Workspace};
 
 /// Classification results on a dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,16 +40,17 @@ pub fn evaluate(
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
-                    let mut ws = Workspace::new(model.config());
-                    let mut errors = 0;
-                    for i in t * chunk..((t + 1) * chunk).min(n) {
-                        let (x, y) = data.sample(i);
-                        match model.classify_with(&mut ws, x, classifier) {
-                            Ok(s) if s.label == y => {}
-                            _ => errors += 1,
-                        }
+                    let mut ws = BatchWorkspace::new(1);
+                    let (start, end) = ((t * chunk).min(n), ((t + 1) * chunk).min(n));
+                    let features = &data.features[start * data.dim..end * data.dim];
+                    match model.classify_batch_with(&mut ws, features, classifier) {
+                        Ok(scores) => scores
+                            .iter()
+                            .zip(&data.labels[start..end])
+                            .filter(|(s, &y)| s.label != usize::from(y))
+                            .count(),
+                        Err(_) => end - start,
                     }
-                    errors
                 })
             })
             .collect();

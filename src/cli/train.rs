@@ -64,7 +64,8 @@ pub struct TrainArgs {
     /// and report the prequential accuracy.
     #[arg(long)]
     pub prequential: bool,
-    /// Evaluation threads.
+    /// Threads for evaluation, and for the matrix products of mini-batch training
+    /// (`--batch-size` > 1).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Write the evaluated model here (safetensors): the weight average when averaging is on,
@@ -138,6 +139,10 @@ fn train(args: &TrainArgs) -> anyhow::Result<(Model, serde_json::Value)> {
         .context("weight-averaging configuration")?;
     let mut trainer =
         Trainer::new(model, train_cfg.clone(), args.seed).context("training configuration")?;
+    trainer.set_threads(args.threads);
+    let batched = trainer.learns_in_batches();
+    let mut batch_features = Vec::with_capacity(train_cfg.batch_size * train.dim);
+    let mut batch_labels = Vec::with_capacity(train_cfg.batch_size);
     let classifier = train_cfg.classifier;
     let sleep_mode = train_cfg.schedule == ScheduleMode::Sleep;
     let sleep_interval = train_cfg.sleep_interval().filter(|_| sleep_mode);
@@ -171,33 +176,59 @@ fn train(args: &TrainArgs) -> anyhow::Result<(Model, serde_json::Value)> {
     let mut last_sleep = Instant::now();
     for epoch in 1..=args.epochs {
         let started = Instant::now();
-        for (i, &idx) in order.next_epoch().iter().enumerate() {
-            let (x, y) = train.sample(idx);
-            if let Some(average) = average.as_mut() {
-                average.calibrate(x, y, classifier);
-            }
-            let outcome = trainer.learn_unchecked(x, y, args.prequential);
-            if outcome.predicted == Some(y) {
-                prequential_correct += 1;
-            }
-            if !outcome.refused {
-                if let Some(average) = average.as_mut() {
-                    if average.observe() {
-                        trainer.settle();
-                        average.update(trainer.model())?;
+        let indices = order.next_epoch();
+        // Mini-batches run on matrix products when the configuration allows (see
+        // `Trainer::learns_in_batches`); otherwise every sample goes through `learn`.
+        let chunk = if batched { train_cfg.batch_size } else { 1 };
+        for (step, batch) in indices.chunks(chunk).enumerate() {
+            let (single, many);
+            let outcomes: &[_] = if batched {
+                batch_features.clear();
+                batch_labels.clear();
+                for &idx in batch {
+                    let (x, y) = train.sample(idx);
+                    if let Some(average) = average.as_mut() {
+                        average.calibrate(x, y, classifier);
                     }
+                    batch_features.extend_from_slice(x);
+                    batch_labels.push(y);
+                }
+                many = trainer.learn_batch(&batch_features, &batch_labels, args.prequential)?;
+                &many
+            } else {
+                let (x, y) = train.sample(batch[0]);
+                if let Some(average) = average.as_mut() {
+                    average.calibrate(x, y, classifier);
+                }
+                single = [trainer.learn_unchecked(x, y, args.prequential)];
+                &single
+            };
+            for (outcome, &idx) in outcomes.iter().zip(batch) {
+                if outcome.predicted == Some(train.sample(idx).1) {
+                    prequential_correct += 1;
                 }
             }
+            let learned = outcomes.iter().filter(|o| !o.refused).count();
+            if let Some(average) = average.as_mut() {
+                // Counted per sample; with mini-batches the average sees the weights after
+                // the batch that crossed the count.
+                if (0..learned).fold(false, |due, _| average.observe() || due) {
+                    trainer.settle();
+                    average.update(trainer.model())?;
+                }
+            }
+            let sleep_due = outcomes.last().is_some_and(|o| o.sleep_due);
             let sleep_by_time = sleep_interval.is_some_and(|every| {
                 trainer.wake_samples_since_sleep() > 0 && last_sleep.elapsed() >= every
             });
-            if outcome.sleep_due || sleep_by_time {
+            if sleep_due || sleep_by_time {
                 trainer.sleep();
                 sleeps += 1;
                 last_sleep = Instant::now();
             }
-            if i % 256 == 255 {
-                bar.inc(256);
+            let (before, after) = (step * chunk, step * chunk + batch.len());
+            if before / 256 != after / 256 {
+                bar.set_position(((epoch - 1) * train.len() + after) as u64);
             }
         }
         let epoch_seconds = started.elapsed().as_secs_f64();

@@ -6,9 +6,15 @@
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
+use crate::ff::batch::BatchWorkspace;
 use crate::ff::error::FfError;
 use crate::ff::kernel;
 use crate::ff::model::{LabelInput, Model, Workspace};
+
+/// Samples per batched pass of [`Model::classify_batch_with`]. Larger batches run in chunks of
+/// this many, which bounds the workspace (`chunk × classes` rows per layer: ~5 MB for 1000
+/// units) while keeping each weight matrix read once per 128 samples.
+const BATCH_CHUNK: usize = 128;
 
 /// How a model turns a sample into a class.
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
@@ -181,6 +187,111 @@ impl Model {
         argmax(&ws.scores)
     }
 
+    /// Classifies the `features.len() / inputs` samples stored back to back in `features`
+    /// (`[samples, inputs]`, row-major), in batched passes whose matrix products read each
+    /// weight once per batch (see [`BatchWorkspace`]). Results equal [`Model::classify`] on each
+    /// sample up to rounding (exactly, for a batch of one, which takes the per-sample pass).
+    /// Allocates a single-threaded workspace; repeated callers keep one and use
+    /// [`Model::classify_batch_with`].
+    ///
+    /// Fails with `Shape` if `features` is not a whole number of samples, or `NonFinite` (the
+    /// index counted in `features`) for a NaN or infinite value.
+    pub fn classify_batch(
+        &self,
+        features: &[f32],
+        classifier: Classifier,
+    ) -> Result<Vec<Scores>, FfError> {
+        self.classify_batch_with(&mut BatchWorkspace::new(1), features, classifier)
+    }
+
+    /// [`Model::classify_batch`] with caller-owned scratch memory (and its thread count).
+    pub fn classify_batch_with(
+        &self,
+        ws: &mut BatchWorkspace,
+        features: &[f32],
+        classifier: Classifier,
+    ) -> Result<Vec<Scores>, FfError> {
+        let d = self.config.inputs;
+        if features.len() % d != 0 {
+            return Err(FfError::Shape {
+                what: "batch features (a whole number of samples)",
+                expected: features.len().div_ceil(d) * d,
+                got: features.len(),
+            });
+        }
+        if let Some(index) = features.iter().position(|v| !v.is_finite()) {
+            return Err(FfError::NonFinite { index });
+        }
+        if features.len() == d {
+            // One sample: the per-sample pass reads each weight once as it is; a matrix
+            // product would first copy every weight into its packed layout for a single row.
+            let mut one = Workspace::new(&self.config);
+            let label = self.predict_unchecked(&mut one, features, classifier);
+            return Ok(vec![Scores {
+                label,
+                probabilities: one.probs,
+                scores: one.scores,
+            }]);
+        }
+        let mut out = Vec::with_capacity(features.len() / d);
+        for chunk in features.chunks(BATCH_CHUNK * d) {
+            self.classify_chunk(ws, chunk, classifier, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// One batched pass over the samples in `features`; appends their scores to `out`.
+    fn classify_chunk(
+        &self,
+        ws: &mut BatchWorkspace,
+        features: &[f32],
+        classifier: Classifier,
+        out: &mut Vec<Scores>,
+    ) {
+        let c = self.config.classes;
+        let samples = features.len() / self.config.inputs;
+        ws.rows.clear();
+        match classifier {
+            Classifier::Goodness => ws
+                .rows
+                .extend((0..samples).flat_map(|b| (0..c).map(move |k| (b, LabelInput::Class(k))))),
+            Classifier::Softmax => ws
+                .rows
+                .extend((0..samples).map(|b| (b, LabelInput::Neutral))),
+        }
+        self.forward_batch(ws, features, samples);
+        let from = self.config.first_scored_layer();
+        for b in 0..samples {
+            let mut scores = vec![0.0; c];
+            match classifier {
+                Classifier::Goodness => {
+                    for (k, score) in scores.iter_mut().enumerate() {
+                        for l in from..self.layers.len() {
+                            *score += self.layers[l].goodness.logit(ws.goodness[l][b * c + k]);
+                        }
+                    }
+                }
+                Classifier::Softmax => {
+                    ws.head_in.clear();
+                    for l in from..self.layers.len() {
+                        let m = self.layers[l].outputs();
+                        ws.head_in
+                            .extend_from_slice(&ws.h_norm[l][b * m..(b + 1) * m]);
+                    }
+                    self.head.logits(&ws.head_in, &mut scores);
+                }
+            }
+            // Tempered like the per-sample path (docs/algorithm.md §5.1).
+            let mut probabilities = vec![0.0; scores.len()];
+            self.calibration.probabilities(&scores, &mut probabilities);
+            out.push(Scores {
+                label: argmax(&scores),
+                probabilities,
+                scores,
+            });
+        }
+    }
+
     /// Scores from goodness for slots `first..first+C` (labels `0..C` in order).
     pub(crate) fn goodness_scores(&self, ws: &mut Workspace, first: usize) {
         let from = self.config.first_scored_layer();
@@ -283,6 +394,75 @@ mod tests {
         )
         .expect("valid config");
         assert!(a.blend_toward(&other, 0.5).is_err());
+    }
+
+    /// Batched classification equals classifying each sample alone, for both classifiers and
+    /// label placements, across a chunk boundary (130 samples > `BATCH_CHUNK`), with one and two
+    /// threads. Reference: `Model::classify` per sample (the per-sample path). Tolerance: the
+    /// batched GEMMs only sum in another order, so scores (sums of goodness logits, `G` up to
+    /// a few hundred) agree to `1e-4·(1 + |score|)` and probabilities to `1e-5`.
+    #[test]
+    fn batch_classification_matches_per_sample() {
+        use crate::ff::model::LabelPlacement;
+        use rand::Rng;
+        for placement in [LabelPlacement::Append, LabelPlacement::Overwrite] {
+            let config = NetworkConfig {
+                inputs: 16,
+                classes: 4,
+                hidden: vec![40, 24, 12],
+                label_placement: placement,
+                ..Default::default()
+            };
+            let mut rng = StdRng::seed_from_u64(9);
+            let mut m = Model::new(config, &mut rng).expect("valid config");
+            // A head with weights, so the softmax scores depend on the activities.
+            m.head.weight.mapv_inplace(|_| rng.gen_range(-1.0..1.0));
+            let features: Vec<f32> = (0..130 * 16).map(|_| rng.gen_range(0.0..1.0)).collect();
+            for classifier in [Classifier::Goodness, Classifier::Softmax] {
+                for threads in [1, 2] {
+                    let mut ws = BatchWorkspace::new(threads);
+                    let batch = m
+                        .classify_batch_with(&mut ws, &features, classifier)
+                        .expect("valid batch");
+                    assert_eq!(batch.len(), 130);
+                    for (x, got) in features.chunks_exact(16).zip(&batch) {
+                        let want = m.classify(x, classifier).expect("valid sample");
+                        for (a, b) in got.scores.iter().zip(&want.scores) {
+                            assert!(
+                                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                                "{placement:?} {classifier:?}: {a} vs {b}"
+                            );
+                        }
+                        for (a, b) in got.probabilities.iter().zip(&want.probabilities) {
+                            assert!((a - b).abs() <= 1e-5, "{a} vs {b}");
+                        }
+                        assert_eq!(got.label, argmax(&got.scores));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A batch that is not a whole number of samples, or holds a NaN, is refused.
+    #[test]
+    fn batch_rejects_bad_features() {
+        let m = model();
+        assert!(matches!(
+            m.classify_batch(&[0.0; 20], Classifier::Goodness),
+            Err(FfError::Shape { got: 20, .. })
+        ));
+        let mut x = vec![0.0; 32];
+        x[21] = f32::INFINITY;
+        assert_eq!(
+            m.classify_batch(&x, Classifier::Goodness),
+            Err(FfError::NonFinite { index: 21 })
+        );
+        assert_eq!(m.classify_batch(&[], Classifier::Goodness), Ok(vec![]));
+        let one = vec![0.25; 16];
+        assert_eq!(
+            m.classify_batch(&one, Classifier::Goodness),
+            m.classify(&one, Classifier::Goodness).map(|s| vec![s])
+        );
     }
 
     #[test]

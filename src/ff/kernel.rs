@@ -73,9 +73,7 @@ pub fn dot_many(row: &[f32], xs: &[f32], out: &mut [f32]) {
         }
         return;
     }
-    for (k, o) in out.iter_mut().enumerate() {
-        *o = portable::dot(row, &xs[k * n..(k + 1) * n]);
-    }
+    portable::dot_many(row, xs, out);
 }
 
 /// `row = decay·row − (a·x + c·y)`: one read-modify-write of a weight row for a positive
@@ -90,9 +88,7 @@ pub fn update_row2(row: &mut [f32], decay: f32, a: f32, x: &[f32], c: f32, y: &[
         unsafe { avx2::update_row2(row, decay, a, x, c, y) };
         return;
     }
-    for ((w, &xi), &yi) in row.iter_mut().zip(x).zip(y) {
-        *w = decay * *w - (a * xi + c * yi);
-    }
+    portable::update_row2(row, decay, a, x, c, y);
 }
 
 /// `row = decay·row − a·x`: the single-term form of [`update_row2`].
@@ -105,9 +101,7 @@ pub fn update_row1(row: &mut [f32], decay: f32, a: f32, x: &[f32]) {
         unsafe { avx2::update_row1(row, decay, a, x) };
         return;
     }
-    for (w, &xi) in row.iter_mut().zip(x) {
-        *w = decay * *w - a * xi;
-    }
+    portable::update_row1(row, decay, a, x);
 }
 
 /// `v = β·v + (a·x + c·y + wd·w); w = w − lr·v`: heavy-ball momentum on one row, gradient
@@ -179,6 +173,28 @@ mod portable {
             s += x * y;
         }
         s
+    }
+
+    #[inline]
+    pub fn dot_many(row: &[f32], xs: &[f32], out: &mut [f32]) {
+        let n = row.len();
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = dot(row, &xs[k * n..(k + 1) * n]);
+        }
+    }
+
+    #[inline]
+    pub fn update_row2(row: &mut [f32], decay: f32, a: f32, x: &[f32], c: f32, y: &[f32]) {
+        for ((w, &xi), &yi) in row.iter_mut().zip(x).zip(y) {
+            *w = decay * *w - (a * xi + c * yi);
+        }
+    }
+
+    #[inline]
+    pub fn update_row1(row: &mut [f32], decay: f32, a: f32, x: &[f32]) {
+        for (w, &xi) in row.iter_mut().zip(x) {
+            *w = decay * *w - a * xi;
+        }
     }
 }
 
@@ -392,6 +408,33 @@ mod tests {
         update_row1(&mut w1, 0.5, 0.2, &x);
         for i in 0..n {
             assert!((w1[i] - (0.5 * seq(n, 0.4)[i] - 0.2 * x[i])).abs() < 1e-6);
+        }
+    }
+
+    /// The portable kernels, which run on CPUs without AVX2+FMA, agree with the naive sums
+    /// (and so with the AVX2 kernels, which the tests above check on CPUs that have them).
+    /// Called directly, so they are tested on every machine.
+    #[test]
+    fn portable_kernels_match_naive() {
+        for n in [0, 1, 7, 8, 15, 16, 17, 33, 794] {
+            let (a, b) = (seq(n, 0.3), seq(n, 0.7));
+            let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((portable::dot(&a, &b) - naive).abs() < 1e-4, "n={n}");
+            let xs = seq(n * 3, 0.05);
+            let mut out = [0.0; 3];
+            portable::dot_many(&a, &xs, &mut out);
+            for (k, o) in out.iter().enumerate() {
+                let naive: f32 = a.iter().zip(&xs[k * n..]).map(|(x, y)| x * y).sum();
+                assert!((o - naive).abs() < 1e-4, "n={n} k={k}");
+            }
+            let (mut w2, mut w1) = (seq(n, 0.4), seq(n, 0.4));
+            portable::update_row2(&mut w2, 0.99, 0.1, &a, -0.3, &b);
+            portable::update_row1(&mut w1, 0.5, 0.2, &a);
+            let w = seq(n, 0.4);
+            for i in 0..n {
+                assert!((w2[i] - (0.99 * w[i] - (0.1 * a[i] - 0.3 * b[i]))).abs() < 1e-6);
+                assert!((w1[i] - (0.5 * w[i] - 0.2 * a[i])).abs() < 1e-6);
+            }
         }
     }
 

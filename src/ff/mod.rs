@@ -19,7 +19,8 @@
 //! assert_eq!(scores.probabilities.len(), 2);
 //! ```
 //!
-//! Layout: `kernel` (dot products, row updates), `goodness` (`G`, `p`, loss), `layer` (one FF
+//! Layout: `kernel` (dot products, row updates), `matmul` (matrix products for batches),
+//! `batch` (the batched forward pass and its `BatchWorkspace`), `goodness` (`G`, `p`, loss), `layer` (one FF
 //! layer and its local update), `optimiser` (momentum, decay, peer normalisation, lr schedule),
 //! `model` (`Model`, label embedding, `Workspace`), `classify` (goodness and softmax
 //! classification), `negatives`, `replay`, `schedule`, `trainer` (the `Trainer` and its
@@ -39,6 +40,7 @@
 //! and without it the engine compiles with ndarray, rand and serde only.
 
 pub mod average;
+pub mod batch;
 pub mod calibration;
 pub mod classify;
 pub mod drift;
@@ -47,6 +49,7 @@ pub mod goodness;
 mod guard;
 pub mod kernel;
 pub mod layer;
+pub mod matmul;
 pub mod model;
 pub mod negatives;
 pub mod optimiser;
@@ -57,6 +60,7 @@ pub mod state;
 pub mod trainer;
 
 pub use average::{AverageConfig, WeightAverage};
+pub use batch::BatchWorkspace;
 pub use calibration::{Calibration, TemperatureFit};
 pub use classify::{Classifier, Scores, SoftmaxHead};
 pub use drift::{DriftConfig, PageHinkley};

@@ -170,6 +170,11 @@ impl FeatureRows {
         self.values.is_empty()
     }
 
+    /// Every row's features back to back (`[rows, width]`, row-major).
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
     /// The rows, in order.
     pub fn rows(&self) -> std::slice::ChunksExact<'_, f32> {
         self.values.chunks_exact(self.width.max(1))

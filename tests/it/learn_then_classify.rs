@@ -93,18 +93,36 @@ async fn learning_over_http_beats_chance_and_moves_the_metrics() {
         accuracy >= 0.3,
         "test accuracy {accuracy} after {TRAIN} samples"
     );
+    // The batch is classified in one batched call: the engine's `classify_batch` on the same
+    // samples gives bit-identical scores, and each sample alone (`classify`, the per-sample
+    // path) the same scores up to summation order (`1e-4·(1 + |score|)`).
+    let features: Vec<f32> = (0..TEST)
+        .flat_map(|i| data.test.sample(i).0.iter().copied())
+        .collect();
+    let batch = reference
+        .classify_batch(&features, Classifier::Goodness)
+        .expect("valid features");
     for (i, r) in results.iter().enumerate() {
-        let want = reference
-            .classify(data.test.sample(i).0, Classifier::Goodness)
-            .expect("valid features");
-        assert_eq!(r["label"], want.label, "test sample {i}");
         let scores: Vec<f32> = r["scores"]
             .as_array()
             .expect("scores")
             .iter()
             .map(|v| v.as_f64().expect("a number") as f32)
             .collect();
-        assert_eq!(scores, want.scores, "test sample {i}: bit-identical scores");
+        assert_eq!(r["label"], batch[i].label, "test sample {i}");
+        assert_eq!(
+            scores, batch[i].scores,
+            "test sample {i}: bit-identical scores"
+        );
+        let alone = reference
+            .classify(data.test.sample(i).0, Classifier::Goodness)
+            .expect("valid features");
+        for (a, b) in scores.iter().zip(&alone.scores) {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "test sample {i}: {a} vs {b} classified alone"
+            );
+        }
     }
     let first = &results[0];
     assert_eq!(first["probabilities"].as_array().map(Vec::len), Some(10));
