@@ -20,6 +20,7 @@ mod deploy_manifests;
 mod deploy_prometheus;
 mod deploy_prometheus_live;
 mod determinism;
+mod drift_detection;
 mod durability_files;
 mod engine_learns;
 mod graceful_shutdown;
