@@ -1,4 +1,6 @@
-//! Offline evaluation: the error rate of a model on a labelled dataset, spread over threads.
+//! Offline evaluation: the error rate of a model on a labelled dataset, spread over threads, and
+//! how trustworthy its probabilities are (`calibration_report`: accuracy, expected calibration
+//! error, NLL, Brier score and reliability bins at any temperature, from the raw scores).
 //! Readers share the immutable `Model`; each thread owns its `Workspace`.
 
 use crate::data::idx::Dataset;
