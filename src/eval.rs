@@ -1,6 +1,8 @@
-//! Offline evaluation: the error rate of a model on a labelled dataset, spread over threads.
-//! Readers share the immutable `Model`; each thread owns a `BatchWorkspace` and classifies its
-//! share in batches (each weight read once per batch).
+//! Offline evaluation: the error rate of a model on a labelled dataset, spread over threads, and
+//! how trustworthy its probabilities are (`calibration_report`: accuracy, expected calibration
+//! error, NLL, Brier score and reliability bins at any temperature, from the raw scores).
+//! Readers share the immutable `Model`; for the error rate each thread owns a `BatchWorkspace`
+//! and classifies its share in batches (each weight read once per batch).
 
 use crate::data::idx::Dataset;
 use crate::ff::{BatchWorkspace, Classifier, Model, Workspace};

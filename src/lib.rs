@@ -7,7 +7,8 @@
 //! - [`data`]: MNIST IDX files, gzipped or raw.
 //! - [`store`]: model files and checkpoints (safetensors, PyTorch `state_dict` names), the
 //!   write-ahead log.
-//! - [`eval`]: offline error rate of a model on a dataset.
+//! - [`eval`]: offline error rate of a model on a dataset, and how trustworthy its probabilities
+//!   are (accuracy, ECE, NLL, Brier, reliability bins).
 //! - [`service`]: the HTTP service (`ffd serve`): config, learner thread, learn queue, snapshots,
 //!   metrics, handlers. Everything async lives here.
 //! - [`cli`]: the `ffd` subcommands.

@@ -22,6 +22,7 @@ mod deploy_prometheus_live;
 mod determinism;
 mod docker_compose;
 mod docker_image;
+mod drift_detection;
 mod durability_files;
 mod engine_learns;
 mod graceful_shutdown;
