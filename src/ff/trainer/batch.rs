@@ -146,6 +146,9 @@ impl Trainer {
             self.model.check_features(x)?;
             self.model.check_label(y)?;
         }
+        if labels.is_empty() {
+            return Ok(Vec::new());
+        }
         if !self.learns_in_batches() {
             return Ok(features
                 .chunks_exact(d)
@@ -237,7 +240,7 @@ impl Trainer {
         // normalisation's running means), statistics, the guard; a refused sample is undone.
         let opt = &self.config.optimiser;
         let lr = opt.lr_at(self.samples + samples as u64 - 1);
-        let (s, c, off) = (cfg.label_strength, classes, cfg.label_offset());
+        let (s, off) = (cfg.label_strength, cfg.label_offset());
         bb.dz.resize(hidden, Vec::new());
         bb.input.resize(hidden, Vec::new());
         for l in 0..hidden {
@@ -286,7 +289,6 @@ impl Trainer {
                         if let (_, LabelInput::Class(k)) = bb.ws.rows[row] {
                             input[off + k] = s * inv;
                         }
-                        debug_assert!(c > 0);
                     } else {
                         input.copy_from_slice(&bb.ws.h_norm[l - 1][row * n..(row + 1) * n]);
                     }

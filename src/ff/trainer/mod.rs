@@ -667,6 +667,7 @@ mod tests {
         ));
         assert_eq!(t.model, before);
         assert_eq!(t.samples_learned(), 0);
+        assert_eq!(t.learn_batch(&[], &[], false), Ok(vec![]));
     }
 
     #[test]
