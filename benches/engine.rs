@@ -38,20 +38,19 @@ fn trainer(hidden: &[usize], negatives: NegativeStrategy) -> Trainer {
     Trainer::new(model, config, 0).expect("valid config")
 }
 
+/// `784-500-500` for hidden widths `[500, 500]`.
+fn net_name(hidden: &[usize]) -> String {
+    let widths: Vec<String> = hidden.iter().map(usize::to_string).collect();
+    format!("784-{}", widths.join("-"))
+}
+
 fn learn(c: &mut Criterion) {
     let data = data();
     let mut group = c.benchmark_group("learn_per_sample");
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(8));
     for hidden in [vec![500, 500], vec![1000, 1000, 1000]] {
-        let name = format!(
-            "784-{}",
-            hidden
-                .iter()
-                .map(|w| w.to_string())
-                .collect::<Vec<_>>()
-                .join("-")
-        );
+        let name = net_name(&hidden);
         for (variant, negatives) in [
             ("pos+neg", NegativeStrategy::Random),
             ("pos+neg+hard", NegativeStrategy::Hard),
@@ -85,14 +84,7 @@ fn learn_batch(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(8));
     group.sample_size(20);
     for hidden in [vec![500, 500], vec![1000, 1000, 1000]] {
-        let name = format!(
-            "784-{}",
-            hidden
-                .iter()
-                .map(|w| w.to_string())
-                .collect::<Vec<_>>()
-                .join("-")
-        );
+        let name = net_name(&hidden);
         for (variant, negatives) in [
             ("pos+neg", NegativeStrategy::Random),
             ("pos+neg+hard", NegativeStrategy::Hard),
