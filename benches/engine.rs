@@ -124,16 +124,21 @@ fn learn_batch(c: &mut Criterion) {
     group.finish();
 }
 
-fn classify(c: &mut Criterion) {
-    let data = data();
-    let mut group = c.benchmark_group("classify_one");
+/// A 784-500-500 model after 500 samples, so activities and sparsity look like training.
+fn warmed_up_model(data: &Dataset) -> Model {
     let mut t = trainer(&[500, 500], NegativeStrategy::Hard);
     for i in 0..500 {
         let (x, y) = data.sample(i);
         t.learn_unchecked(x, y, false);
     }
     t.settle();
-    let model = t.model().clone();
+    t.model().clone()
+}
+
+fn classify(c: &mut Criterion) {
+    let data = data();
+    let mut group = c.benchmark_group("classify_one");
+    let model = warmed_up_model(&data);
     let mut ws = Workspace::new(model.config());
     for (name, classifier) in [
         ("goodness", Classifier::Goodness),
@@ -156,13 +161,7 @@ fn classify(c: &mut Criterion) {
 fn classify_batch(c: &mut Criterion) {
     let data = data();
     let mut group = c.benchmark_group("classify_batch");
-    let mut t = trainer(&[500, 500], NegativeStrategy::Hard);
-    for i in 0..500 {
-        let (x, y) = data.sample(i);
-        t.learn_unchecked(x, y, false);
-    }
-    t.settle();
-    let model = t.model().clone();
+    let model = warmed_up_model(&data);
     let mut ws = BatchWorkspace::new(1);
     for batch in [1, 10, 100] {
         group.throughput(Throughput::Elements(batch as u64));

@@ -9,7 +9,6 @@
 use crate::support;
 
 use crate::support::{batch_json, metric, small_config, start_server};
-use serde_json::json;
 
 const TRAIN: usize = 3_000;
 const TEST: usize = 1_000;
@@ -59,16 +58,7 @@ async fn learn_then_check_calibration(config: ffd::service::Config) {
         .expect("a temperature");
     assert!(t > 2.0, "the fitted temperature {t} tempers the raw scores");
 
-    let samples: Vec<_> = (0..TEST)
-        .map(|i| json!({ "features": data.test.sample(i).0 }))
-        .collect();
-    let r = server
-        .post("/classify", &json!({ "samples": samples }))
-        .await;
-    assert_eq!(r.status(), 200);
-    let body: serde_json::Value = r.json().await.expect("JSON");
-    let results = body["results"].as_array().expect("results");
-    assert_eq!(results.len(), TEST);
+    let results = server.classify_batch(&data.test, 0..TEST).await;
     let (mut correct, mut confidence, mut loss, mut raw_loss) = (0, 0.0, 0.0, 0.0);
     for (i, r) in results.iter().enumerate() {
         let label = data.test.sample(i).1;

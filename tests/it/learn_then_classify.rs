@@ -72,16 +72,7 @@ async fn learning_over_http_beats_chance_and_moves_the_metrics() {
     assert!(model["model_version"].as_u64().expect("version") > 0);
     assert!(model["sleep_cycles"].as_u64().expect("cycles") >= (TRAIN / 16) as u64);
 
-    let samples: Vec<_> = (0..TEST)
-        .map(|i| json!({ "features": data.test.sample(i).0 }))
-        .collect();
-    let r = server
-        .post("/classify", &json!({ "samples": samples }))
-        .await;
-    assert_eq!(r.status(), 200);
-    let body: serde_json::Value = r.json().await.expect("JSON");
-    let results = body["results"].as_array().expect("results");
-    assert_eq!(results.len(), TEST);
+    let results = server.classify_batch(&data.test, 0..TEST).await;
     let correct = results
         .iter()
         .enumerate()

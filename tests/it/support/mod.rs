@@ -140,6 +140,29 @@ impl TestServer {
             .expect("a JSON body")
     }
 
+    /// `POST /classify` of samples `range` of `data` as one batch; the `results`, one per sample,
+    /// after checking the answer is 200 with as many results as samples.
+    pub async fn classify_batch(
+        &self,
+        data: &ffd::data::idx::Dataset,
+        range: std::ops::Range<usize>,
+    ) -> Vec<serde_json::Value> {
+        let samples: Vec<serde_json::Value> = range
+            .clone()
+            .map(|i| serde_json::json!({ "features": data.sample(i).0 }))
+            .collect();
+        let r = self
+            .post("/classify", &serde_json::json!({ "samples": samples }))
+            .await;
+        assert_eq!(r.status(), 200);
+        let mut body: serde_json::Value = r.json().await.expect("a JSON body");
+        let serde_json::Value::Array(results) = body["results"].take() else {
+            panic!("no results array in {body}");
+        };
+        assert_eq!(results.len(), range.len());
+        results
+    }
+
     /// `GET /v1/model`.
     pub async fn model(&self) -> serde_json::Value {
         self.get_json("/v1/model").await
