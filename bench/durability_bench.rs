@@ -6,6 +6,7 @@
 //! cargo run --release --example durability_bench -- ingest     MNIST_DIR
 //! cargo run --release --example durability_bench -- checkpoint MNIST_DIR
 //! cargo run --release --example durability_bench -- restart    MNIST_DIR
+//! cargo run --release --example durability_bench -- recovery   MNIST_DIR [CYCLES]
 //! ```
 //!
 //! MNIST_DIR holds the four standard IDX files (see README.md). The server binary is
@@ -23,7 +24,10 @@
 //! - `checkpoint`: a 784-1000-1000-1000 network: `/admin/checkpoint` write times, and
 //!   `/classify` latency with and without checkpoints being written.
 //! - `restart`: 100 000 WAL records not yet learned (learner paused, `kill -9`), then the time
-//!   from spawn to `/readyz` 200 and to the backlog learned.
+//!   from spawn to listening and to the backlog learned (`/readyz` 200): the replay rate.
+//! - `recovery`: the default settings (checkpoint cadence, queue), 4 clients streaming as fast
+//!   as the server takes for 10–25 s, `kill -9`, restart: the backlog found and the time until
+//!   `/readyz` answers 200 (the backlog learned). CYCLES (default 5) times.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -105,6 +109,21 @@ fn spawn(dir: &Path, env: &[(&str, &str)]) -> Result<Server> {
 }
 
 impl Server {
+    /// CPU seconds (user + system) the server process has used so far, from
+    /// `/proc/PID/stat` (Linux; clock ticks of 1/100 s). On a machine shared with other work
+    /// the wall-clock rate of the learner varies with the load; its rate per CPU second is
+    /// what it reaches on an idle core.
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which is in parentheses): utime and stime are the
+        // 12th and 13th.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+
     fn kill_9(mut self) -> Result<()> {
         self.child.kill()?;
         self.child.wait()?;
@@ -252,7 +271,11 @@ async fn soak(mnist: &Path, cycles: usize) -> Result<()> {
     let client = client()?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let (mut acked_total, mut highest_acked, mut in_flight_total) = (0u64, 0u64, 0u64);
-    let env = [("FFD_LEARNER__QUEUE_CAPACITY", "20000")];
+    // Ready while recovering: the odd cycles' kills must land during the replay.
+    let env = [
+        ("FFD_LEARNER__QUEUE_CAPACITY", "20000"),
+        ("FFD_DURABILITY__READY_WHILE_RECOVERING", "true"),
+    ];
     let mut server = spawn(dir.path(), &env)?;
     println!("cycle ready_s drained_s samples_learned learned_seq acked_total in_flight_total kill_after_ms");
     for cycle in 1..=cycles {
@@ -496,26 +519,82 @@ async fn restart(mnist: &Path) -> Result<()> {
         .sum();
     println!("data dir: {:.0} MB", wal as f64 / 1e6);
     let server = spawn(dir.path(), &env)?;
-    let ready = server.ready(&client).await?;
+    let listening = server.started.elapsed().as_secs_f64();
+    let cpu_at_listening = server.cpu_seconds().unwrap_or(0.0);
     let m = server.get(&client, "/v1/model").await?;
     println!(
-        "ready (/readyz 200) {ready:.2} s after spawn; queue_depth then {}",
-        m["queue_depth"]
+        "listening {listening:.2} s after spawn; recovering {}, backlog {}",
+        m["recovery"]["recovering"], m["recovery"]["backlog_at_start"]
     );
+    let ready = server.ready(&client).await?;
+    let cpu = server.cpu_seconds().unwrap_or(0.0) - cpu_at_listening;
     let m = server.drained(&client).await?;
+    let backlog = m["recovery"]["backlog_at_start"].as_f64().unwrap_or(0.0);
     println!(
-        "backlog learned {:.1} s after spawn: samples_learned {}",
-        server.started.elapsed().as_secs_f64(),
-        m["samples_learned"]
+        "backlog learned, /readyz 200 {ready:.1} s after spawn: samples_learned {}; replay rate {:.0} samples/s wall clock, {:.0} samples per CPU second ({cpu:.1} CPU s)",
+        m["samples_learned"],
+        backlog / (ready - listening),
+        backlog / cpu.max(1e-9)
     );
     server.stop()?;
+    Ok(())
+}
+
+async fn recovery(mnist: &Path, cycles: usize) -> Result<()> {
+    let data = load_mnist(mnist)?;
+    let bodies = Arc::new(bodies(&data.train, 100));
+    let dir = tempfile::tempdir()?;
+    let client = client()?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    println!("cycle streamed_s backlog ready_s (spawn to /readyz 200) replay_cpu_s wall_rate_per_s cpu_rate_per_s");
+    let (mut worst, mut worst_cpu) = (0.0f64, 0.0f64);
+    let mut server = spawn(dir.path(), &[])?;
+    server.ready(&client).await?;
+    for cycle in 1..=cycles {
+        let stream_for = Duration::from_millis(rng.gen_range(10_000..25_000));
+        let sender = {
+            let (url, bodies) = (server.url.clone(), Arc::clone(&bodies));
+            tokio::spawn(async move {
+                send(
+                    &url,
+                    bodies,
+                    4,
+                    usize::MAX,
+                    Arc::new(AtomicU64::new(0)),
+                    100,
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(stream_for).await;
+        server.kill_9()?;
+        sender.await?;
+        server = spawn(dir.path(), &[])?;
+        let listening = server.started.elapsed().as_secs_f64();
+        let cpu_at_listening = server.cpu_seconds().unwrap_or(0.0);
+        let ready = server.ready(&client).await?;
+        let cpu = server.cpu_seconds().unwrap_or(0.0) - cpu_at_listening;
+        let m = server.get(&client, "/v1/model").await?;
+        let backlog = m["recovery"]["backlog_at_start"].as_u64().unwrap_or(0);
+        worst = worst.max(ready);
+        worst_cpu = worst_cpu.max(cpu);
+        println!(
+            "{cycle} {:.1} {backlog} {ready:.2} {cpu:.2} {:.0} {:.0}",
+            stream_for.as_secs_f64(),
+            backlog as f64 / (ready - listening).max(1e-9),
+            backlog as f64 / cpu.max(1e-9)
+        );
+    }
+    server.stop()?;
+    println!("recovery: {cycles} kills under full load, worst time to ready {worst:.2} s, worst replay {worst_cpu:.2} CPU s");
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: durability_bench soak|ingest|checkpoint|restart MNIST_DIR [CYCLES]";
+    let usage =
+        "usage: durability_bench soak|ingest|checkpoint|restart|recovery MNIST_DIR [CYCLES]";
     let (cmd, mnist) = match (args.get(1), args.get(2)) {
         (Some(c), Some(m)) => (c.as_str(), Path::new(m)),
         _ => return Err(usage.into()),
@@ -525,6 +604,7 @@ async fn main() -> Result<()> {
         "ingest" => ingest(mnist).await,
         "checkpoint" => checkpoint(mnist).await,
         "restart" => restart(mnist).await,
+        "recovery" => recovery(mnist, args.get(3).map_or(Ok(5), |c| c.parse())?).await,
         _ => Err(usage.into()),
     }
 }

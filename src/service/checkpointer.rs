@@ -1,8 +1,9 @@
 //! The checkpoint writer: its own thread, so serialising, writing and syncing a checkpoint
 //! stalls neither `/classify` (which never waits for anything) nor learning (the learner only
 //! copies its state between two samples and hands the copy over). After each checkpoint it
-//! deletes the oldest beyond `keep_checkpoints` and the WAL segments the checkpoint covers,
-//! then reports the result to whoever waits (`POST /admin/checkpoint`).
+//! deletes the oldest beyond `keep_checkpoints` and the WAL segments the oldest kept
+//! checkpoint covers (so every kept checkpoint is a recovery point), then reports the result
+//! to whoever waits (`POST /admin/checkpoint`).
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -118,12 +119,20 @@ fn run(
                     ms = seconds * 1e3,
                     "checkpoint written"
                 );
-                // Only after the new checkpoint is durable may what it covers go.
+                // Only after the new checkpoint is durable may what it covers go. Every kept
+                // checkpoint is a recovery point: the WAL goes back to the oldest one, so
+                // falling back to it (the newer ones damaged) leaves no gap.
                 if let Err(e) = checkpoint::prune(dir, keep) {
                     tracing::warn!(error = %e, "could not delete old checkpoints");
                 }
-                if let Err(e) = wal.remove_covered(counters.last_seq) {
-                    tracing::warn!(error = %e, "could not delete covered WAL segments");
+                match checkpoint::list(dir) {
+                    Ok(kept) => {
+                        let oldest = kept.last().map_or(0, |c| c.0);
+                        if let Err(e) = wal.remove_covered(oldest) {
+                            tracing::warn!(error = %e, "could not delete covered WAL segments");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not list the checkpoints"),
                 }
                 Ok(path)
             }

@@ -517,6 +517,9 @@ pub struct DurabilitySection {
     pub max_wal_bytes: u64,
     /// Most WAL bytes accepted but not yet written; beyond it `/learn` answers 429.
     pub max_unsynced_bytes: usize,
+    /// `/readyz` answers 200 while the WAL backlog is replayed after a restart (`/classify`
+    /// then serves a model older than what was acknowledged); by default it answers 503.
+    pub ready_while_recovering: bool,
     /// Set the saved state aside and start afresh (`ffd serve --reset`; not a config key).
     #[serde(skip)]
     pub reset: bool,
@@ -528,12 +531,13 @@ impl Default for DurabilitySection {
             enabled: true,
             mode: DurabilityMode::Fsync,
             batch_interval_ms: 5,
-            checkpoint_every_samples: 100_000,
-            checkpoint_every_seconds: 300.0,
+            checkpoint_every_samples: 5_000,
+            checkpoint_every_seconds: 5.0,
             keep_checkpoints: 3,
             wal_segment_bytes: 64 << 20,
             max_wal_bytes: 1 << 30,
             max_unsynced_bytes: 64 << 20,
+            ready_while_recovering: false,
             reset: false,
         }
     }

@@ -401,6 +401,7 @@ impl Learner {
                 average: self.average.as_ref().map(|a| a.model().clone()),
                 counters: Counters {
                     last_seq: self.progress.learned_seq(),
+                    high_water_seq: self.durability.as_ref().map_or(0, |d| d.wal.durable_seq()),
                     samples_learned: self.progress.samples_learned(),
                     sleep_cycles: self.progress.sleep_cycles(),
                     model_version: self.version,

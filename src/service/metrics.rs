@@ -445,6 +445,8 @@ pub struct DurabilityMetrics {
     pub wal_fsync_duration: Histogram,
     /// `ffd_recovery_replayed_samples_total`: WAL records learned at start-up.
     pub recovery_replayed: IntCounter,
+    /// `ffd_wal_records_lost_total`: acknowledged WAL records lost to damage, found at start.
+    pub wal_records_lost: IntCounter,
 }
 
 impl DurabilityMetrics {
@@ -491,6 +493,10 @@ impl DurabilityMetrics {
             recovery_replayed: counter(
                 "ffd_recovery_replayed_samples_total",
                 "Write-ahead log records learned after a restart.",
+            )?,
+            wal_records_lost: counter(
+                "ffd_wal_records_lost_total",
+                "Acknowledged write-ahead log records lost to damage (found and cut out at start).",
             )?,
         })
     }

@@ -399,7 +399,11 @@ fn start_durability(
             metrics: metrics.durability.clone(),
         },
         wal_thread,
-        http: DurabilityState { wal, checkpoints },
+        http: DurabilityState {
+            wal,
+            checkpoints,
+            recovery: recovered.report,
+        },
     };
     Ok((recovered.trainer, snapshot, durability))
 }
@@ -421,6 +425,10 @@ fn recover(
         .checkpoint_last_seq
         .set(c.last_seq as i64);
     metrics.model_version.set(c.model_version as i64);
+    metrics
+        .durability
+        .wal_records_lost
+        .inc_by(recovered.report.wal_records_lost);
     Ok(recovered)
 }
 

@@ -228,6 +228,11 @@ impl LearnQueue {
         self.lock().depth() as u64
     }
 
+    /// Records of the recovered WAL backlog not yet learned (0 once recovery is done).
+    pub fn backlog(&self) -> u64 {
+        self.lock().backlog
+    }
+
     /// Whether no sample is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

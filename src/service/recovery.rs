@@ -1,16 +1,23 @@
 //! Start-up recovery: load the newest checkpoint that verifies (a damaged one is logged and
-//! skipped, one written for another network stops the start unless `--reset`), then scan and
-//! verify the WAL (a torn tail is cut off) and count the records after the checkpoint. The
-//! service is ready after this; the learner learns that backlog in the background, streamed
-//! from the segments by [`BacklogRecords`], before anything new. All reading of the WAL
-//! happens here; the writing is `wal_writer`'s.
+//! moved aside as `<name>.damaged`, and the next older one tried: every kept checkpoint is a
+//! recovery point; one written for another network stops the start unless `--reset`), then
+//! scan and verify the WAL (damage and torn tails are cut out and moved aside, see
+//! [`wal::scan`]) and count the records after the checkpoint. With no checkpoint that
+//! verifies, the retained WAL is replayed from its start on a fresh model. What was found is
+//! the [`RecoveryReport`] (`/v1/model`'s `recovery`, and the log); new samples are numbered
+//! above the highest sequence number any file shows was used. The learner then learns the
+//! backlog, streamed from the segments by [`BacklogRecords`], before anything new. All reading
+//! of the WAL happens here; the writing is `wal_writer`'s.
 
 use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::ff::{FfError, Model, Trainer};
 use crate::service::config::Config;
 use crate::store::checkpoint::{self, CheckpointError, Counters};
-use crate::store::wal::{self, Next, SegmentReader, SequencedSample};
+use crate::store::wal::{self, Next, SegmentReader, SeqRange, SequencedSample};
 use crate::store::StoreError;
 
 /// Why the saved state cannot be used.
@@ -144,10 +151,10 @@ impl Iterator for BacklogRecords {
                 continue;
             }
             if record.seq != self.last + 1 {
-                tracing::warn!(
+                tracing::info!(
                     expected = self.last + 1,
                     found = record.seq,
-                    "gap in the WAL: samples in between were never made durable"
+                    "gap in the WAL: the numbers in between were lost to damage, torn, or never made durable (see the recovery report)"
                 );
             }
             self.last = record.seq;
@@ -162,6 +169,60 @@ impl Iterator for BacklogRecords {
             return Some(record);
         }
     }
+}
+
+/// What recovery found and did, as `/v1/model` shows it under `recovery` (with the live
+/// `recovering`, `backlog` and `replayed`) and the log tells it. Sequence number ranges are
+/// inclusive `[first, last]` pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct RecoveryReport {
+    /// The checkpoint the state was restored from (`null`: none verified, or none existed).
+    #[schema(value_type = Option<String>)]
+    pub checkpoint: Option<PathBuf>,
+    /// Its `last_seq` (0 without one): replay starts after it.
+    pub checkpoint_seq: u64,
+    /// Checkpoints that did not verify, where they were moved (`<name>.damaged`).
+    #[schema(value_type = Vec<String>)]
+    pub checkpoints_damaged: Vec<PathBuf>,
+    /// No checkpoint verified although some existed: the retained WAL is replayed from its
+    /// first record on a fresh model.
+    pub from_wal_start: bool,
+    /// Acknowledged samples after the recovery point that no file holds any more: WAL
+    /// records destroyed by damage. `ffd_wal_records_lost_total` counts them.
+    pub wal_records_lost: u64,
+    /// Their sequence numbers.
+    #[schema(value_type = Vec<Vec<u64>>)]
+    pub wal_lost_seqs: Vec<SeqRange>,
+    /// Sequence numbers after the recovery point in front of the retained WAL (pruned while
+    /// a checkpoint covered them that now does not verify): learned by no state recovered.
+    #[schema(value_type = Option<Vec<u64>>)]
+    pub unretained_seqs: Option<SeqRange>,
+    /// Records of a torn tail cut from the newest segment: written when the process died and
+    /// never synced, so never acknowledged in `fsync` mode. Not counted as lost.
+    pub torn_records: u64,
+    /// Their sequence numbers.
+    #[schema(value_type = Vec<Vec<u64>>)]
+    pub torn_seqs: Vec<SeqRange>,
+    /// Files the cut WAL bytes were moved to (`<segment>.at-<offset>.damaged`).
+    #[schema(value_type = Vec<String>)]
+    pub damaged_files: Vec<PathBuf>,
+    /// The highest sequence number any file shows was used (records, segment headers and
+    /// names, checkpoints); new samples are numbered above it.
+    pub high_water_seq: u64,
+    /// WAL records to replay, as counted at start.
+    pub backlog_at_start: u64,
+}
+
+fn count(ranges: &[SeqRange]) -> u64 {
+    ranges.iter().map(|&(a, b)| b - a + 1).sum()
+}
+
+/// `ranges` without the numbers `<= after`.
+fn above(ranges: impl Iterator<Item = SeqRange>, after: u64) -> Vec<SeqRange> {
+    ranges
+        .filter(|&(_, b)| b > after)
+        .map(|(a, b)| (a.max(after + 1), b))
+        .collect()
 }
 
 /// What the saved state gives the new process.
@@ -179,6 +240,8 @@ pub struct Recovered {
     pub last_seq: u64,
     /// Bytes of WAL segments on disk.
     pub wal_bytes: u64,
+    /// What was found and done.
+    pub report: RecoveryReport,
 }
 
 /// Recovers from `config.data_dir`; `fresh` is the trainer to use without a checkpoint.
@@ -197,7 +260,11 @@ pub fn recover(config: &Config, fresh: Trainer) -> Result<Recovered, RecoveryErr
     let mut trainer = fresh;
     let mut average = None;
     let mut counters = Counters::default();
-    for (_, path) in checkpoint::list(dir).map_err(io)? {
+    let mut report = RecoveryReport::default();
+    let listed = checkpoint::list(dir).map_err(io)?;
+    // A checkpoint's name is a number that was used, even when its contents are damaged.
+    let named_high_water = listed.first().map_or(0, |c| c.0);
+    for (_, path) in listed {
         match checkpoint::read(&path, &config.network) {
             Ok(c) => {
                 trainer =
@@ -209,6 +276,7 @@ pub fn recover(config: &Config, fresh: Trainer) -> Result<Recovered, RecoveryErr
                     })?;
                 average = c.average.map(|a| (a, c.counters.since_average));
                 counters = c.counters;
+                report.checkpoint = Some(path.clone());
                 tracing::info!(
                     path = %path.display(),
                     last_seq = counters.last_seq,
@@ -217,28 +285,84 @@ pub fn recover(config: &Config, fresh: Trainer) -> Result<Recovered, RecoveryErr
                 );
                 break;
             }
-            Err(CheckpointError::Damaged(e)) => {
-                tracing::error!(error = %e, "checkpoint skipped: it does not verify");
-            }
+            Err(CheckpointError::Damaged(e)) => match checkpoint::set_aside_damaged(&path) {
+                Ok(aside) => {
+                    tracing::error!(error = %e, moved_to = %aside.display(), "checkpoint skipped: it does not verify; trying the next older one");
+                    report.checkpoints_damaged.push(aside);
+                }
+                Err(move_error) => {
+                    tracing::error!(error = %e, %move_error, "checkpoint skipped: it does not verify (and could not be moved aside); trying the next older one");
+                    report.checkpoints_damaged.push(path.clone());
+                }
+            },
             Err(e @ CheckpointError::Mismatch { .. }) => return Err(RecoveryError::Mismatch(e)),
         }
     }
-    let scan = wal::scan(dir, counters.last_seq)?;
-    for (path, offset, what) in &scan.truncated {
-        tracing::warn!(path = %path.display(), offset, what = %what, "WAL segment cut at a damaged or partial record");
+    let base = counters.last_seq;
+    report.checkpoint_seq = base;
+    report.from_wal_start = report.checkpoint.is_none() && !report.checkpoints_damaged.is_empty();
+    if report.from_wal_start {
+        tracing::error!(
+            damaged = report.checkpoints_damaged.len(),
+            "no checkpoint verifies: replaying the retained WAL from its start on a fresh model"
+        );
     }
-    if let Some(first) = scan.backlog_first {
-        if first > counters.last_seq + 1 {
-            tracing::warn!(
-                checkpoint_seq = counters.last_seq,
+    let scan = wal::scan(dir, base)?;
+    for cut in &scan.cuts {
+        let (first, last) = cut.seqs.map_or((None, None), |(a, b)| (Some(a), Some(b)));
+        if cut.torn {
+            tracing::warn!(segment = %cut.segment.display(), offset = cut.offset, bytes = cut.bytes, moved_to = %cut.moved_to.display(), first_seq = first, last_seq = last, what = %cut.what, "WAL torn tail cut: written when the process stopped, never synced (not acknowledged in fsync mode)");
+        } else {
+            tracing::error!(segment = %cut.segment.display(), offset = cut.offset, bytes = cut.bytes, moved_to = %cut.moved_to.display(), first_seq = first, last_seq = last, what = %cut.what, "WAL damage cut out: the records it held are lost");
+        }
+        if cut.bytes > 0 {
+            report.damaged_files.push(cut.moved_to.clone());
+        }
+    }
+    report.wal_lost_seqs = above(scan.lost(), base);
+    report.wal_records_lost = count(&report.wal_lost_seqs);
+    report.torn_seqs = above(scan.torn(), base);
+    report.torn_records = count(&report.torn_seqs);
+    // The lowest number after the recovery point the WAL accounts for (as a record, a loss
+    // or a torn tail): anything between the recovery point and it is not retained.
+    let accounted = [
+        scan.backlog_first,
+        report.wal_lost_seqs.first().map(|r| r.0),
+        report.torn_seqs.first().map(|r| r.0),
+        above(scan.skipped.iter().copied(), base)
+            .first()
+            .map(|r| r.0),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    if let Some(first) = accounted {
+        if first > base + 1 {
+            report.unretained_seqs = Some((base + 1, first - 1));
+            tracing::error!(
+                recovery_seq = base,
                 wal_first_seq = first,
-                "the WAL starts after a gap: samples in between were never made durable"
+                "the retained WAL starts after a gap: those samples are learned by no recovered state"
             );
         }
     }
+    if report.wal_records_lost > 0 {
+        tracing::error!(
+            lost = report.wal_records_lost,
+            seqs = ?report.wal_lost_seqs,
+            "acknowledged samples lost to WAL damage"
+        );
+    }
+    report.high_water_seq = scan
+        .high_water
+        .max(counters.high_water_seq)
+        .max(named_high_water)
+        .max(base);
+    report.backlog_at_start = scan.backlog;
     tracing::info!(
         backlog = scan.backlog,
         wal_last_seq = scan.last_seq,
+        high_water_seq = report.high_water_seq,
         wal_bytes = scan.bytes,
         "write-ahead log verified"
     );
@@ -254,9 +378,10 @@ pub fn recover(config: &Config, fresh: Trainer) -> Result<Recovered, RecoveryErr
             after: counters.last_seq,
             remaining: scan.backlog,
         },
-        last_seq: scan.last_seq.max(counters.last_seq),
+        last_seq: report.high_water_seq,
         wal_bytes: scan.bytes,
         counters,
+        report,
     })
 }
 
@@ -311,7 +436,8 @@ mod tests {
         for &(seq, label, features) in records {
             encode(&mut buf, seq, label, features);
         }
-        w.append(&buf).expect("append");
+        w.append(&buf, records[records.len() - 1].0)
+            .expect("append");
         w.sync().expect("sync");
         w.path().to_path_buf()
     }

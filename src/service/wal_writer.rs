@@ -187,6 +187,12 @@ impl WalWriter {
         }
     }
 
+    /// Every record up to this sequence number is written (and synced in `fsync` mode): at
+    /// least every number acknowledged so far.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable.borrow().seq
+    }
+
     /// Whether writing has failed.
     pub fn has_failed(&self) -> bool {
         self.durable.borrow().failed
@@ -246,7 +252,7 @@ impl WalWriter {
                 (st.first_seq, st.last_seq, st.closed)
             };
             if !spare.is_empty() {
-                let result = self.write(&mut segment, first, &spare);
+                let result = self.write(&mut segment, first, last, &spare);
                 spare.clear();
                 if let Err(e) = result {
                     self.fail(&e);
@@ -285,12 +291,13 @@ impl WalWriter {
         }
     }
 
-    /// Writes `bytes` (records from `first_seq` on), starting a new segment first when the
+    /// Writes `bytes` (records `first_seq..=last_seq`), starting a new segment first when the
     /// current one is full.
     fn write(
         &self,
         segment: &mut SegmentWriter,
         first_seq: u64,
+        last_seq: u64,
         bytes: &[u8],
     ) -> std::io::Result<()> {
         if segment.bytes() >= self.settings.segment_bytes {
@@ -300,7 +307,7 @@ impl WalWriter {
             *segment = next;
             self.add_on_disk(segment.bytes());
         }
-        segment.append(bytes)?;
+        segment.append(bytes, last_seq)?;
         self.add_on_disk(bytes.len() as u64);
         Ok(())
     }

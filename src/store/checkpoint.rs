@@ -43,6 +43,7 @@ mod key {
     pub const NETWORK: &str = "network";
     pub const FINGERPRINT: &str = "config_fingerprint";
     pub const LAST_SEQ: &str = "last_seq";
+    pub const HIGH_WATER_SEQ: &str = "high_water_seq";
     pub const SAMPLES_LEARNED: &str = "samples_learned";
     pub const SLEEP_CYCLES: &str = "sleep_cycles";
     pub const MODEL_VERSION: &str = "model_version";
@@ -61,6 +62,11 @@ mod key {
 pub struct Counters {
     /// Sequence number of the last sample learned into this state.
     pub last_seq: u64,
+    /// Highest sequence number durable in the WAL when the state was copied (at least every
+    /// number acknowledged by then; stored as at least `last_seq`). Recovery numbers new
+    /// samples above it, whatever else was damaged. Checkpoints written before it existed
+    /// read as `last_seq`.
+    pub high_water_seq: u64,
     /// Wake samples learned over the service's life.
     pub samples_learned: u64,
     /// Sleep phases completed.
@@ -155,6 +161,24 @@ pub fn prune(dir: &Path, keep: usize) -> Result<usize, StoreError> {
     Ok(removed)
 }
 
+/// Moves the checkpoint at `path`, which does not verify, out of the way (never deleted): to
+/// `<name>.damaged` beside it (`<name>.N.damaged` if taken), so it neither counts as one of the
+/// kept checkpoints nor is tried again. Returns the new path.
+pub fn set_aside_damaged(path: &Path) -> io::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut aside = path.with_file_name(format!("{name}.damaged"));
+    let mut n = 1;
+    while aside.exists() {
+        aside = path.with_file_name(format!("{name}.{n}.damaged"));
+        n += 1;
+    }
+    fs::rename(path, &aside)?;
+    Ok(aside)
+}
+
 /// Reads and verifies the checkpoint at `path` for a service running `network`: `Damaged` if
 /// it cannot be read, its checksum fails or a tensor is missing or misshapen; `Mismatch` if it
 /// was written for another network.
@@ -219,6 +243,10 @@ pub fn to_bytes(c: &Checkpoint) -> Vec<u8> {
         ),
         (key::FINGERPRINT, config_fingerprint(t.model.config())),
         (key::LAST_SEQ, k.last_seq.to_string()),
+        (
+            key::HIGH_WATER_SEQ,
+            k.high_water_seq.max(k.last_seq).to_string(),
+        ),
         (key::SAMPLES_LEARNED, k.samples_learned.to_string()),
         (key::SLEEP_CYCLES, k.sleep_cycles.to_string()),
         (key::MODEL_VERSION, k.model_version.to_string()),
@@ -326,8 +354,14 @@ pub fn from_bytes(
             .parse()
             .map_err(|e| bad(path, format!("metadata `{k}`: {e}")))
     };
+    let last_seq = num(key::LAST_SEQ)?;
+    let high_water_seq = match metadata.get(key::HIGH_WATER_SEQ) {
+        None => last_seq,
+        Some(_) => num(key::HIGH_WATER_SEQ)?.max(last_seq),
+    };
     let counters = Counters {
-        last_seq: num(key::LAST_SEQ)?,
+        last_seq,
+        high_water_seq,
         samples_learned: num(key::SAMPLES_LEARNED)?,
         sleep_cycles: num(key::SLEEP_CYCLES)?,
         model_version: num(key::MODEL_VERSION)?,

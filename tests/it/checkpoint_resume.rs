@@ -76,6 +76,7 @@ fn restored_trainer_continues_bit_identically() {
             average: Some(average.clone()),
             counters: Counters {
                 last_seq: 103,
+                high_water_seq: 103,
                 samples_learned: 103,
                 sleep_cycles: 14,
                 model_version: 9,

@@ -3,7 +3,9 @@
 //! an idle server after N acknowledged samples: `samples_learned == N`. Cycle 2 kills it while
 //! two clients are still sending: every acknowledged sequence number is learned, nothing is
 //! learned twice (`samples_learned == learned_seq`, sequence numbers are contiguous), and at
-//! most the samples in flight at the kill were learned beyond the acknowledged ones.
+//! most the samples in flight at the kill were learned beyond the acknowledged ones. A restart
+//! with a WAL backlog says so until it is learned: `/readyz` 503 with `recovering` and the
+//! records left, `/v1/model`'s `recovery` the same, then 200 once all are learned.
 use crate::support;
 
 use std::io::{BufRead, BufReader};
@@ -25,6 +27,10 @@ struct Server {
 }
 
 fn spawn(dir: &Path) -> Server {
+    spawn_with(dir, &[("FFD_NETWORK__HIDDEN", "[32]")])
+}
+
+fn spawn_with(dir: &Path, env: &[(&str, &str)]) -> Server {
     let dir = dir.to_str().expect("a UTF-8 temporary directory");
     let mut child = support::ffd_serve(
         &[
@@ -35,7 +41,7 @@ fn spawn(dir: &Path) -> Server {
             "--data-dir",
             dir,
         ],
-        &[("FFD_NETWORK__HIDDEN", "[32]")],
+        env,
     )
     .env("RUST_LOG", "info")
     .stdout(Stdio::null())
@@ -221,5 +227,86 @@ async fn kill_9_loses_no_acknowledged_sample() {
         "learned {learned}, acknowledged {}, in flight {in_flight}",
         n + acked_count
     );
+    server.kill_9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_is_not_ready_until_the_backlog_is_learned() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A network wide enough that the replay takes a while (the first `/readyz` comes
+    // milliseconds after the server listens); the learn token for `/admin/pause`.
+    let env = [
+        ("FFD_NETWORK__HIDDEN", "[200, 200]"),
+        ("FFD_LEARN_TOKEN", support::LEARN_TOKEN),
+    ];
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", support::LEARN_TOKEN)
+            .parse()
+            .expect("a header"),
+    );
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("a client");
+    let server = spawn_with(dir.path(), &env);
+    let r = client
+        .post(format!("{}/admin/pause", server.url))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status(), 200);
+    // 3 000 samples acknowledged and not learned (paused), then SIGKILL: all are backlog.
+    let data = support::mnist_small();
+    for start in (0..3000).step_by(100) {
+        let r = client
+            .post(format!("{}/learn", server.url))
+            .json(&batch_json(&data.train, start..start + 100))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(r.status(), 202);
+    }
+    server.kill_9();
+
+    let server = spawn_with(dir.path(), &env);
+    let r = client
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status(), 503, "not ready while replaying");
+    let body: serde_json::Value = r.json().await.expect("JSON");
+    assert_eq!(body["recovering"], true, "{body}");
+    assert!(body["backlog"].as_u64().is_some_and(|b| b > 0), "{body}");
+    assert_eq!(body["error"]["code"], "not_ready");
+    let m = server.model(&client).await;
+    let recovery = &m["recovery"];
+    assert_eq!(recovery["recovering"], true, "{m}");
+    assert_eq!(recovery["backlog_at_start"], 3000);
+    assert!(recovery["backlog"].as_u64().is_some_and(|b| b > 0));
+
+    let deadline = Instant::now() + 3 * support::WAIT;
+    let body = loop {
+        let r = client
+            .get(format!("{}/readyz", server.url))
+            .send()
+            .await
+            .expect("answers");
+        if r.status() == 200 {
+            break r.json::<serde_json::Value>().await.expect("JSON");
+        }
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "ready", "recovering": false, "backlog": 0})
+    );
+    let m = server.model(&client).await;
+    assert_eq!(m["samples_learned"], 3000, "{m}");
+    assert_eq!(m["recovery"]["recovering"], false);
+    assert_eq!(m["recovery"]["replayed"], 3000);
     server.kill_9();
 }

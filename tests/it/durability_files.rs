@@ -1,8 +1,11 @@
 //! Damaged files in the data directory, as an operator would meet them after a crash or a
-//! disk fault: a truncated or corrupt newest checkpoint is skipped for an older one (and the
-//! WAL fills the gap); a torn or corrupt WAL record ends the log there; a checkpoint written
-//! for another network stops the start with a message naming `--reset`, which sets the state
-//! aside. Every case checks what `/v1/model` reports after the restart.
+//! disk fault: a truncated or corrupt newest checkpoint is moved aside for an older one (and
+//! the WAL, kept back to the oldest kept checkpoint, fills the gap); with every checkpoint
+//! damaged the retained WAL is replayed from its start; garbage in a WAL segment loses exactly
+//! the records it covers (moved aside, numbers reported); a torn tail loses nothing
+//! acknowledged and its numbers are not reused; a checkpoint written for another network
+//! stops the start with a message naming `--reset`, which sets the state aside. Every case
+//! checks what `/v1/model` reports after the restart.
 use crate::support;
 
 use std::fs::{self, OpenOptions};
@@ -150,6 +153,16 @@ async fn wal_only(dir: &Path) -> PathBuf {
     segments[0].path.clone()
 }
 
+/// Bytes of one WAL record of a 784-feature sample.
+fn record_len() -> usize {
+    wal::encoded_len(784)
+}
+
+/// Offset of record `seq` in a segment whose first record is seq 1.
+fn record_at(seq: u64) -> usize {
+    wal::SEGMENT_HEADER + (seq as usize - 1) * record_len()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torn_wal_tail_is_discarded() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -167,7 +180,14 @@ async fn torn_wal_tail_is_discarded() {
     assert_eq!(model["samples_learned"], 80, "{model}");
     assert_eq!(
         model["last_seq"], 80,
-        "the torn record's number is free again"
+        "the torn record was never counted by the segment header: its number is free again"
+    );
+    let recovery = &model["recovery"];
+    assert_eq!(recovery["wal_records_lost"], 0, "{recovery}");
+    let moved = recovery["damaged_files"][0].as_str().expect("moved aside");
+    assert_eq!(
+        fs::metadata(moved).expect("kept").len() as usize,
+        record.len() / 2
     );
     learn(&server, 80..81).await;
     assert_eq!(server.wait_learned(81).await["learned_seq"], 81);
@@ -175,17 +195,168 @@ async fn torn_wal_tail_is_discarded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_wal_record_ends_the_log_there() {
+async fn a_torn_tail_never_lets_an_acknowledged_number_be_reused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let segment = wal_only(dir.path()).await;
-    // Flip a feature byte of record 61 (records are equal-sized: 784 features each).
-    let mut bytes = fs::read(&segment).expect("read");
-    let at = wal::MAGIC.len() + 60 * wal::encoded_len(784) + 100;
-    bytes[at] ^= 0x01;
-    fs::write(&segment, bytes).expect("write");
+    // Cut the second half of record 80, the last one written (and acknowledged).
+    let len = fs::metadata(&segment).expect("stat").len();
+    assert_eq!(len as usize, record_at(81));
+    OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .and_then(|f| f.set_len(len - record_len() as u64 / 2))
+        .expect("truncate");
     let (server, model) = restart(dir.path()).await;
-    assert_eq!(model["samples_learned"], 60, "{model}");
-    assert_eq!(model["learned_seq"], 60);
+    let recovery = &model["recovery"];
+    assert_eq!(model["samples_learned"], 79, "{model}");
+    assert_eq!(recovery["torn_seqs"], serde_json::json!([[80, 80]]));
+    assert_eq!(recovery["torn_records"], 1);
+    assert_eq!(recovery["wal_records_lost"], 0);
+    assert_eq!(recovery["high_water_seq"], 80);
+    let r = server
+        .post("/learn", &batch_json(&support::mnist_small().train, 80..81))
+        .await;
+    let body: serde_json::Value = r.json().await.expect("JSON");
+    assert_eq!(
+        body["last_seq"], 81,
+        "80 was used before the damage: {body}"
+    );
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_a_segment_loses_only_the_records_it_covers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let segment = wal_only(dir.path()).await;
+    // Garbage from inside record 31 to inside record 33: those three are damaged, the 77
+    // others intact, before and after it.
+    let mut bytes = fs::read(&segment).expect("read");
+    let (from, to) = (record_at(31) + 100, record_at(33) + 200);
+    for (i, b) in bytes[from..to].iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3];
+    }
+    fs::write(&segment, &bytes).expect("write");
+    let (server, model) = restart(dir.path()).await;
+    let recovery = &model["recovery"];
+    assert_eq!(recovery["wal_records_lost"], 3, "{recovery}");
+    assert_eq!(recovery["wal_lost_seqs"], serde_json::json!([[31, 33]]));
+    assert_eq!(model["samples_learned"], 77, "{model}");
+    assert_eq!(model["learned_seq"], 80);
+    assert_eq!(model["last_seq"], 80);
+    // The damaged records' bytes are kept beside the segment, and nothing else was cut.
+    let moved = recovery["damaged_files"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|f| fs::read(f.as_str().expect("a path")).expect("kept"))
+        .collect::<Vec<_>>();
+    assert_eq!(moved, [bytes[record_at(31)..record_at(34)].to_vec()]);
+    assert_eq!(
+        support::metric(&server.metrics().await, "ffd_wal_records_lost_total"),
+        Some(3.0)
+    );
+    learn(&server, 80..81).await;
+    assert_eq!(server.wait_learned(78).await["learned_seq"], 81);
+    server.shutdown().await.expect("clean shutdown");
+
+    // The segment was repaired: the next start finds nothing more to cut.
+    let (server, model) = restart(dir.path()).await;
+    assert_eq!(model["recovery"]["wal_records_lost"], 0, "{model}");
+    assert_eq!(model["recovery"]["damaged_files"], serde_json::json!([]));
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// A life with small WAL segments and four checkpoints (40, 80, 120 by request, 150 at
+/// shutdown), three kept. Returns the kept checkpoint files, newest first.
+async fn life_with_checkpoints(dir: &Path) -> Vec<PathBuf> {
+    let mut config = durable_config(dir);
+    config.durability.wal_segment_bytes = 20 * record_len() as u64;
+    let server = start_server(config).await;
+    for (range, seq) in [(0..40, 40), (40..80, 80), (80..120, 120)] {
+        learn(&server, range).await;
+        server.wait_learned(seq).await;
+        let r = server
+            .client
+            .post(format!("{}/admin/checkpoint", server.url))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(r.status(), 200);
+    }
+    learn(&server, 120..150).await;
+    server.wait_learned(150).await;
+    server.shutdown().await.expect("clean shutdown");
+    let kept: Vec<(u64, PathBuf)> = checkpoint::list(dir).expect("list");
+    assert_eq!(
+        kept.iter().map(|c| c.0).collect::<Vec<_>>(),
+        [150, 120, 80],
+        "keep_checkpoints = 3"
+    );
+    kept.into_iter().map(|c| c.1).collect()
+}
+
+fn truncate_file(path: &Path) {
+    let bytes = fs::read(path).expect("read");
+    fs::write(path, &bytes[..bytes.len() / 2]).expect("write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kept_checkpoint_is_a_recovery_point() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kept = life_with_checkpoints(dir.path()).await;
+    // The newest two damaged: the oldest kept one (80) is loaded, and the WAL, kept back to
+    // it, replays 81..=150 with no gap.
+    truncate_file(&kept[0]);
+    truncate_file(&kept[1]);
+    let (server, model) = restart(dir.path()).await;
+    let recovery = &model["recovery"];
+    assert_eq!(recovery["checkpoint_seq"], 80, "{recovery}");
+    assert_eq!(recovery["replayed"], 70);
+    assert_eq!(recovery["from_wal_start"], false);
+    assert_eq!(recovery["unretained_seqs"], serde_json::Value::Null);
+    let aside = recovery["checkpoints_damaged"].as_array().expect("a list");
+    assert_eq!(aside.len(), 2);
+    for file in aside {
+        assert!(Path::new(file.as_str().expect("a path")).exists(), "{file}");
+    }
+    assert_eq!(model["samples_learned"], 150, "{model}");
+    assert_eq!(model["learned_seq"], 150);
+    assert_eq!(model["last_seq"], 150);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_checkpoint_damaged_the_retained_wal_is_replayed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kept = life_with_checkpoints(dir.path()).await;
+    for file in &kept {
+        truncate_file(file);
+    }
+    let first_retained = wal::list_segments(dir.path()).expect("list")[0].start_seq;
+    assert!(
+        (2..=81).contains(&first_retained),
+        "kept back to the oldest checkpoint (80), older ones pruned: {first_retained}"
+    );
+    let (server, model) = restart(dir.path()).await;
+    let recovery = &model["recovery"];
+    assert_eq!(recovery["from_wal_start"], true, "{recovery}");
+    assert_eq!(recovery["checkpoint"], serde_json::Value::Null);
+    assert_eq!(
+        recovery["checkpoints_damaged"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert_eq!(
+        recovery["unretained_seqs"],
+        serde_json::json!([1, first_retained - 1])
+    );
+    // Every number is accounted for: learned from the WAL, or only in damaged checkpoints.
+    assert_eq!(
+        model["samples_learned"],
+        150 - (first_retained - 1),
+        "{model}"
+    );
+    assert_eq!(model["learned_seq"], 150);
+    assert_eq!(model["last_seq"], 150);
     server.shutdown().await.expect("clean shutdown");
 }
 

@@ -98,6 +98,7 @@ async fn model_file_over_a_checkpoint_is_refused_until_the_user_chooses() {
             average: None,
             counters: Counters {
                 last_seq: 50,
+                high_water_seq: 50,
                 samples_learned: 50,
                 sleep_cycles: 0,
                 model_version: 3,

@@ -13,10 +13,11 @@ use utoipa::ToSchema;
 
 use crate::ff::ScheduleMode;
 use crate::service::config::Config;
-use crate::service::http::error::{ApiError, ErrorBody};
+use crate::service::http::error::{ApiError, ErrorBody, ErrorMessage};
 use crate::service::http::json::Json;
 use crate::service::http::openapi::TAG_HEALTH;
 use crate::service::http::AppState;
+use crate::service::recovery::RecoveryReport;
 
 /// `Content-Type` of the Prometheus text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -42,10 +43,18 @@ pub enum Unready {
     /// The write-ahead log failed, so no sample can be acknowledged.
     #[error("the write-ahead log cannot be written")]
     StorageFailed,
+    /// The WAL backlog recovered at start is being replayed: `/classify` serves an older
+    /// model than what was acknowledged (unless `durability.ready_while_recovering`).
+    #[error("recovering: {backlog} write-ahead log records left to replay")]
+    Recovering {
+        /// Records left to replay.
+        backlog: u64,
+    },
 }
 
 /// Whether the service can learn and classify now: shutdown has not begun, the learner runs
-/// and (with durability) the write-ahead log can be written.
+/// and (with durability) the write-ahead log can be written and the WAL backlog recovered at
+/// start is learned (unless `durability.ready_while_recovering`).
 pub fn readiness(state: &AppState) -> Result<(), Unready> {
     if state.shutdown.is_triggered() {
         return Err(Unready::ShuttingDown);
@@ -60,18 +69,48 @@ pub fn readiness(state: &AppState) -> Result<(), Unready> {
     {
         return Err(Unready::StorageFailed);
     }
+    let backlog = state.queue.backlog();
+    if backlog > 0 && !state.config.durability.ready_while_recovering {
+        return Err(Unready::Recovering { backlog });
+    }
     Ok(())
 }
 
-/// `GET /readyz`: 200 when ready to learn and classify, else 503 saying why.
+/// `GET /readyz`: 200 when ready to learn and classify, else 503 saying why. Both bodies say
+/// whether the WAL backlog recovered at start is still being replayed (`recovering`) and how
+/// many records are left (`backlog`).
 #[utoipa::path(get, path = "/readyz", tag = TAG_HEALTH, responses(
-    (status = 200, description = "Ready to learn and classify.", body = Object, example = json!({"status": "ready"})),
-    (status = 503, description = "Shutting down, the learner is not running, or the write-ahead log cannot be written.", body = ErrorBody,
-        example = json!({"error": {"code": "not_ready", "message": "not ready: shutting down"}})),
+    (status = 200, description = "Ready to learn and classify.", body = Object, example = json!({"status": "ready", "recovering": false, "backlog": 0})),
+    (status = 503, description = "Shutting down, the learner is not running, the write-ahead log cannot be written, or the WAL backlog is being replayed after a restart (`recovering`, unless `durability.ready_while_recovering`).", body = ErrorBody,
+        example = json!({"error": {"code": "not_ready", "message": "not ready: recovering: 5120 write-ahead log records left to replay"}, "recovering": true, "backlog": 5120})),
 ))]
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    readiness(&state).map_err(ApiError::NotReady)?;
-    Ok(Json(json!({ "status": "ready" })))
+pub async fn readyz(State(state): State<Arc<AppState>>) -> axum::response::Response {
+    let backlog = state.queue.backlog();
+    let recovery = json!({ "recovering": backlog > 0, "backlog": backlog });
+    match readiness(&state) {
+        Ok(()) => {
+            let mut body = json!({ "status": "ready" });
+            extend(&mut body, recovery);
+            Json(body).into_response()
+        }
+        Err(why) => {
+            // The error body of `not_ready`, with the recovery fields beside `error`.
+            let error = ApiError::NotReady(why);
+            let message = error.to_string();
+            let mut body =
+                json!({ "error": { "code": error.code().as_str(), "message": message } });
+            extend(&mut body, recovery);
+            let mut response = (error.code().status(), Json(body)).into_response();
+            response.extensions_mut().insert(ErrorMessage(message));
+            response
+        }
+    }
+}
+
+fn extend(body: &mut Value, more: Value) {
+    if let (Some(b), Value::Object(m)) = (body.as_object_mut(), more) {
+        b.extend(m);
+    }
 }
 
 /// The `/v1/model` body.
@@ -119,9 +158,27 @@ pub struct ModelInfo<'a> {
     pub learned_seq: u64,
     /// Features waiting for a delayed label.
     pub pending_entries: usize,
+    /// Recovery at start (`null` with durability off): what was found and lost, and whether
+    /// the WAL backlog is still being replayed (docs/durability.md#recovery).
+    pub recovery: Option<RecoveryStatus>,
     /// The effective configuration (what `ffd serve --print-config` prints, as JSON).
     #[schema(value_type = Object)]
     pub config: &'a Config,
+}
+
+/// `/v1/model`'s `recovery`: the live replay progress and the [`RecoveryReport`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecoveryStatus {
+    /// The WAL backlog recovered at start is still being replayed: `/classify` serves a model
+    /// older than what was acknowledged.
+    pub recovering: bool,
+    /// Records of that backlog left to replay.
+    pub backlog: u64,
+    /// Records of it replayed so far.
+    pub replayed: u64,
+    /// What recovery found at start.
+    #[serde(flatten)]
+    pub report: RecoveryReport,
 }
 
 /// `GET /v1/model`.
@@ -151,6 +208,15 @@ pub async fn model(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Ap
         last_seq: state.queue.last_seq(),
         learned_seq: progress.learned_seq(),
         pending_entries: state.pending.len(),
+        recovery: state.durability.as_ref().map(|d| {
+            let backlog = state.queue.backlog();
+            RecoveryStatus {
+                recovering: backlog > 0,
+                backlog,
+                replayed: d.recovery.backlog_at_start.saturating_sub(backlog),
+                report: d.recovery.clone(),
+            }
+        }),
         config: &state.config,
     };
     serde_json::to_value(info)

@@ -87,6 +87,8 @@ pub struct DurabilityState {
     pub wal: Arc<crate::service::wal_writer::WalWriter>,
     /// `/admin/checkpoint` waits for its request here.
     pub checkpoints: tokio::sync::watch::Receiver<crate::service::checkpointer::CheckpointReport>,
+    /// What recovery found at start (`/v1/model`'s `recovery`).
+    pub recovery: crate::service::recovery::RecoveryReport,
 }
 
 impl AppState {

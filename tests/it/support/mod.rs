@@ -43,10 +43,12 @@ pub fn small_config() -> ffd::service::Config {
 }
 
 /// [`small_config`] with durability on, in `dir` (a test's temporary directory): a WAL, group
-/// commit, checkpoints; what a deployed server runs.
+/// commit, checkpoints; what a deployed server runs, except that checkpoints are taken by
+/// count and on request only (not every few seconds), so tests know which files exist.
 pub fn durable_config(dir: &std::path::Path) -> ffd::service::Config {
     let mut c = small_config();
     c.durability.enabled = true;
+    c.durability.checkpoint_every_seconds = 0.0;
     c.data_dir = dir.to_path_buf();
     c
 }

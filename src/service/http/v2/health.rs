@@ -29,7 +29,7 @@ pub async fn server_live() -> Json<LiveResponse> {
 /// `GET /v2/health/ready`: 200 when ready, 400 (the protocol's "false") otherwise.
 #[utoipa::path(get, path = "/health/ready", tag = TAG_V2, responses(
     (status = 200, description = "Ready to infer.", body = ReadyResponse, example = json!({"ready": true})),
-    (status = 400, description = "Not ready: shutting down, the learner is not running, or the write-ahead log cannot be written (as `/readyz`).", body = ReadyResponse, example = json!({"ready": false})),
+    (status = 400, description = "Not ready: shutting down, the learner is not running, the write-ahead log cannot be written, or the WAL backlog of a restart is being replayed (as `/readyz`).", body = ReadyResponse, example = json!({"ready": false})),
 ))]
 pub async fn server_ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<ReadyResponse>) {
     let ready = readiness(&state).is_ok();
