@@ -64,8 +64,9 @@ pub struct TrainArgs {
     /// and report the prequential accuracy.
     #[arg(long)]
     pub prequential: bool,
-    /// Threads for evaluation, and for the matrix products of mini-batch training
-    /// (`--batch-size` > 1).
+    /// Threads for evaluation and for learning: per sample, each layer's units are split into
+    /// bands learned in parallel (bit-identical to one thread); in mini-batches
+    /// (`--batch-size` > 1), the matrix products are split.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Write the evaluated model here (safetensors): the weight average when averaging is on,

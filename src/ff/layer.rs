@@ -172,9 +172,7 @@ impl Layer {
         self.step_row(j, state, config, lr, (scale, grad), None, (bias_grad, 0.0));
     }
 
-    /// The one row update behind [`Layer::apply_row`] and [`Layer::apply_gradient_row`]:
-    /// `W_j −= lr·(a·x + c·y + wd·W_j)` and `b_j −= lr·(b₀ + b₁)`, through the momentum
-    /// buffer when momentum is on.
+    /// The one row update behind [`Layer::apply_row`] and [`Layer::apply_gradient_row`].
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn step_row(
@@ -183,9 +181,9 @@ impl Layer {
         state: &mut LayerState,
         config: &OptimiserConfig,
         lr: f32,
-        (a, x): (f32, &[f32]),
+        x: (f32, &[f32]),
         second: Option<(f32, &[f32])>,
-        (b0, b1): (f32, f32),
+        b: (f32, f32),
     ) -> (&[f32], f32) {
         let n = self.inputs();
         let w = self
@@ -194,24 +192,144 @@ impl Layer {
             .expect("layer weights are kept in standard layout");
         let row = &mut w[j * n..(j + 1) * n];
         let bias = &mut self.bias[j];
-        if config.momentum > 0.0 {
+        let velocity = (config.momentum > 0.0).then(|| {
+            (
+                &mut state.velocity_weight[j * n..(j + 1) * n],
+                &mut state.velocity_bias[j],
+            )
+        });
+        step_row(row, bias, velocity, config, lr, x, second, b);
+        (row, *bias)
+    }
+
+    /// Splits the layer's rows (and their momentum buffers) into bands `cuts[b]..cuts[b + 1]`
+    /// that can be updated on different threads. `cuts` starts at 0, ends at
+    /// [`Layer::outputs`] and never decreases.
+    pub(crate) fn bands<'a>(
+        &'a mut self,
+        state: &'a mut LayerState,
+        cuts: &[usize],
+    ) -> Vec<LayerBand<'a>> {
+        let n = self.inputs();
+        debug_assert_eq!(cuts.first(), Some(&0));
+        debug_assert_eq!(cuts.last(), Some(&self.outputs()));
+        let mut weight = self
+            .weight
+            .as_slice_mut()
+            .expect("layer weights are kept in standard layout");
+        let mut bias = self.bias.as_slice_mut().expect("a 1-d array is contiguous");
+        let momentum = !state.velocity_bias.is_empty();
+        let mut velocity_weight = &mut state.velocity_weight[..];
+        let mut velocity_bias = &mut state.velocity_bias[..];
+        let mut bands = Vec::with_capacity(cuts.len().saturating_sub(1));
+        for w in cuts.windows(2) {
+            let rows = w[1] - w[0];
+            let (wb, wr) = std::mem::take(&mut weight).split_at_mut(rows * n);
+            let (bb, br) = std::mem::take(&mut bias).split_at_mut(rows);
+            weight = wr;
+            bias = br;
+            let (vw, vb) = if momentum {
+                let (vw, vwr) = std::mem::take(&mut velocity_weight).split_at_mut(rows * n);
+                let (vb, vbr) = std::mem::take(&mut velocity_bias).split_at_mut(rows);
+                velocity_weight = vwr;
+                velocity_bias = vbr;
+                (vw, vb)
+            } else {
+                (&mut [][..], &mut [][..])
+            };
+            bands.push(LayerBand {
+                first: w[0],
+                n,
+                weight: wb,
+                bias: bb,
+                velocity_weight: vw,
+                velocity_bias: vb,
+            });
+        }
+        bands
+    }
+}
+
+/// Rows `first..first + bias.len()` of a layer, with their momentum buffers (empty without
+/// momentum): what one thread updates while others update the rest (see [`Layer::bands`]).
+#[derive(Debug)]
+pub(crate) struct LayerBand<'a> {
+    first: usize,
+    n: usize,
+    weight: &'a mut [f32],
+    bias: &'a mut [f32],
+    velocity_weight: &'a mut [f32],
+    velocity_bias: &'a mut [f32],
+}
+
+impl LayerBand<'_> {
+    /// Row `j` (an index into the whole layer) and its bias.
+    #[inline]
+    pub(crate) fn row(&self, j: usize) -> (&[f32], f32) {
+        let (i, n) = (j - self.first, self.n);
+        (&self.weight[i * n..(i + 1) * n], self.bias[i])
+    }
+
+    /// [`Layer::apply_row`] for row `j` of the band (an index into the whole layer).
+    #[inline]
+    pub(crate) fn apply_row(
+        &mut self,
+        j: usize,
+        config: &OptimiserConfig,
+        lr: f32,
+        t0: Term<'_>,
+        t1: Option<Term<'_>>,
+    ) -> (&[f32], f32) {
+        let (i, n) = (j - self.first, self.n);
+        let a = t0.dz[j];
+        let second = t1.map(|t| (t.dz[j], t.input));
+        let c = second.map_or(0.0, |(c, _)| c);
+        let row = &mut self.weight[i * n..(i + 1) * n];
+        let bias = &mut self.bias[i];
+        let velocity = (config.momentum > 0.0).then(|| {
+            (
+                &mut self.velocity_weight[i * n..(i + 1) * n],
+                &mut self.velocity_bias[i],
+            )
+        });
+        step_row(
+            row,
+            bias,
+            velocity,
+            config,
+            lr,
+            (a, t0.input),
+            second,
+            (a, c),
+        );
+        (row, *bias)
+    }
+}
+
+/// The one row update behind every per-sample and mini-batch step: `W_j −= lr·(a·x + c·y +
+/// wd·W_j)` and `b_j −= lr·(b₀ + b₁)`, through the momentum buffers (`velocity`, present exactly
+/// when momentum is on).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn step_row(
+    row: &mut [f32],
+    bias: &mut f32,
+    velocity: Option<(&mut [f32], &mut f32)>,
+    config: &OptimiserConfig,
+    lr: f32,
+    (a, x): (f32, &[f32]),
+    second: Option<(f32, &[f32])>,
+    (b0, b1): (f32, f32),
+) {
+    match velocity {
+        Some((velocity_row, vb)) => {
             let beta = config.momentum;
             let (c, y) = second.unwrap_or((0.0, x));
-            kernel::momentum_row2(
-                row,
-                &mut state.velocity_weight[j * n..(j + 1) * n],
-                beta,
-                lr,
-                config.weight_decay,
-                a,
-                x,
-                c,
-                y,
-            );
-            let vb = &mut state.velocity_bias[j];
+            kernel::momentum_row2(row, velocity_row, beta, lr, config.weight_decay, a, x, c, y);
             *vb = beta * *vb + b0 + b1;
             *bias -= lr * *vb;
-        } else {
+        }
+        None => {
             let decay = 1.0 - lr * config.weight_decay;
             match second {
                 Some((c, y)) => kernel::update_row2(row, decay, lr * a, x, lr * c, y),
@@ -219,7 +337,6 @@ impl Layer {
             }
             *bias -= lr * (b0 + b1);
         }
-        (row, *bias)
     }
 }
 

@@ -28,7 +28,8 @@
 //! (the temperature of the reported probabilities and its online fit), `drift` (Page–Hinkley
 //! on the prequential errors), `guard` (refuses
 //! an update that could make a parameter non-finite), `state` (a trainer's resumable state),
-//! `short_float` (prints `f32` config values as written).
+//! `short_float` (prints `f32` config values as written), `crew` (the helper threads
+//! that per-sample learning on several threads splits each layer over).
 //!
 //! # One name per parameter
 //! The config structs (`NetworkConfig`, `TrainConfig` with its flattened `OptimiserConfig`,
@@ -43,6 +44,7 @@ pub mod average;
 pub mod batch;
 pub mod calibration;
 pub mod classify;
+mod crew;
 pub mod drift;
 pub mod error;
 pub mod goodness;

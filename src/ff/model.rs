@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ff::calibration::Calibration;
 use crate::ff::classify::SoftmaxHead;
+use crate::ff::crew::{Crew, Job};
 use crate::ff::error::FfError;
 use crate::ff::goodness::Goodness;
 use crate::ff::kernel;
@@ -352,6 +353,7 @@ impl Model {
             &self.config,
             &mut Frozen(&self.layers),
             ws,
+            None,
             group,
             features,
             labels,
@@ -378,26 +380,110 @@ impl Model {
 /// pending update to the row at that moment, so the row is read from memory once for both the
 /// update and the next forward pass (batch size 1 is memory-bound).
 pub(crate) trait Rows {
+    /// The rows of one band of a layer, handed to a thread of its own.
+    type Band<'b>: BandRows + Send
+    where
+        Self: 'b;
+
     /// Row `j` of layer `l` (`[in]`) and its bias.
     fn row(&mut self, l: usize, j: usize) -> (&[f32], f32);
+
+    /// Layer `l`'s rows split into bands `cuts[b]..cuts[b + 1]` (`cuts` runs from 0 to the
+    /// layer's width), each asked for its rows in order, as [`Rows::row`] is.
+    fn bands(&mut self, l: usize, cuts: &[usize]) -> Vec<Self::Band<'_>>;
+}
+
+/// The rows of one band of a layer (see [`Rows::bands`]).
+pub(crate) trait BandRows {
+    /// Row `j` (an index into the whole layer) and its bias.
+    fn row(&mut self, j: usize) -> (&[f32], f32);
 }
 
 /// Rows of layers nobody is updating.
 pub(crate) struct Frozen<'a>(pub(crate) &'a [Layer]);
 
 impl Rows for Frozen<'_> {
+    type Band<'b>
+        = &'b Layer
+    where
+        Self: 'b;
+
     #[inline]
     fn row(&mut self, l: usize, j: usize) -> (&[f32], f32) {
         let layer = &self.0[l];
         (layer.row(j), layer.bias[j])
     }
+
+    fn bands(&mut self, l: usize, cuts: &[usize]) -> Vec<&Layer> {
+        vec![&self.0[l]; cuts.len().saturating_sub(1)]
+    }
 }
 
-/// The forward pass behind [`Model::forward`], generic over where rows come from.
+impl BandRows for &Layer {
+    #[inline]
+    fn row(&mut self, j: usize) -> (&[f32], f32) {
+        (Layer::row(self, j), self.bias[j])
+    }
+}
+
+/// Fewest rows worth a thread of their own: below this a band costs more to hand over than it
+/// saves.
+const MIN_BAND_ROWS: usize = 64;
+
+/// One unit's part of a pass: from its weight row and bias, its output for every slot.
+type Unit<'a> = dyn Fn(&[f32], f32, &mut [f32]) + Sync + 'a;
+
+/// Computes rows `0..m` of layer `l` for `k` slots on the calling thread and the `crew`'s
+/// helpers, each thread a contiguous band of rows: `unit(row, bias, out)` writes one unit's `k`
+/// outputs, unit-major into `zt` (`[m, k]`). Returns `false`, computing nothing, when one
+/// thread would do (the caller's own loop is then used). Every value is computed as the
+/// one-thread loop computes it, so the results are bit-identical for every thread count.
+fn rows_in_bands<R: Rows>(
+    rows: &mut R,
+    l: usize,
+    (m, k): (usize, usize),
+    crew: Option<&Crew>,
+    zt: &mut [f32],
+    unit: &Unit<'_>,
+) -> bool {
+    let Some(crew) = crew else { return false };
+    let threads = (crew.helpers() + 1).min(m / MIN_BAND_ROWS).max(1);
+    if threads == 1 || k == 0 {
+        return false;
+    }
+    let cuts: Vec<usize> = (0..=threads).map(|b| b * m / threads).collect();
+    let mut bands = rows.bands(l, &cuts);
+    let last = bands.pop();
+    let run = move |mut band: R::Band<'_>, (j0, j1): (usize, usize), out: &mut [f32]| {
+        for (j, out) in (j0..j1).zip(out.chunks_exact_mut(k)) {
+            let (row, bias) = band.row(j);
+            unit(row, bias, out);
+        }
+    };
+    let mut zt = &mut zt[..m * k];
+    let mut jobs: Vec<Job<'_>> = Vec::with_capacity(threads - 1);
+    for (b, band) in bands.into_iter().enumerate() {
+        let (j0, j1) = (cuts[b], cuts[b + 1]);
+        let (mine, rest) = std::mem::take(&mut zt).split_at_mut((j1 - j0) * k);
+        zt = rest;
+        jobs.push(Box::new(move || run(band, (j0, j1), mine)));
+    }
+    crew.run(jobs, || {
+        if let Some(band) = last {
+            run(band, (cuts[threads - 1], m), zt);
+        }
+    });
+    true
+}
+
+/// The forward pass behind [`Model::forward`], generic over where rows come from. With a
+/// `crew`, each layer's units are split into bands computed on the caller's thread and the
+/// crew's (a pass still reads every row once); the results are bit-identical to one thread's.
 pub(crate) fn forward_rows(
     cfg: &NetworkConfig,
     rows: &mut impl Rows,
     ws: &mut Workspace,
+    crew: Option<&Crew>,
     group: usize,
     features: &[f32],
     labels: &[LabelInput],
@@ -434,16 +520,31 @@ pub(crate) fn forward_rows(
     // Layer 1: one dot product per unit, then a column add per label.
     let m0 = cfg.hidden[0];
     let u = &ws.u[group];
-    for j in 0..m0 {
-        let (row, bias) = rows.row(0, j);
+    let rms = &ws.slot_rms[first..first + k];
+    let unit0 = |row: &[f32], bias: f32, out: &mut [f32]| {
         let shared = kernel::dot(row, u);
-        for (i, label) in labels.iter().enumerate() {
+        for ((o, label), &rms) in out.iter_mut().zip(labels).zip(rms) {
             let lab = match *label {
                 LabelInput::Class(k) => s * row[off + k],
                 LabelInput::Neutral => (s / c as f32) * row[off..off + c].iter().sum::<f32>(),
             };
-            let z = (shared + lab) / ws.slot_rms[first + i] + bias;
-            ws.h[0][(first + i) * m0 + j] = z.max(0.0);
+            *o = ((shared + lab) / rms + bias).max(0.0);
+        }
+    };
+    if rows_in_bands(rows, 0, (m0, k), crew, &mut ws.zt, &unit0) {
+        scatter(&ws.zt, &mut ws.h[0], first, (m0, k));
+    } else {
+        for j in 0..m0 {
+            let (row, bias) = rows.row(0, j);
+            let shared = kernel::dot(row, u);
+            for (i, label) in labels.iter().enumerate() {
+                let lab = match *label {
+                    LabelInput::Class(k) => s * row[off + k],
+                    LabelInput::Neutral => (s / c as f32) * row[off..off + c].iter().sum::<f32>(),
+                };
+                let z = (shared + lab) / ws.slot_rms[first + i] + bias;
+                ws.h[0][(first + i) * m0 + j] = z.max(0.0);
+            }
         }
     }
     finish_layer(cfg, ws, 0, first, k);
@@ -452,18 +553,37 @@ pub(crate) fn forward_rows(
     for l in 1..cfg.hidden.len() {
         let (n, m) = (cfg.hidden[l - 1], cfg.hidden[l]);
         let xs = &ws.h_norm[l - 1][first * n..(first + k) * n];
-        let h = &mut ws.h[l];
-        let tmp = &mut ws.tmp[..k];
-        for j in 0..m {
-            let (row, bias) = rows.row(l, j);
-            kernel::dot_many(row, xs, tmp);
-            for (v, &z) in tmp.iter().enumerate() {
-                h[(first + v) * m + j] = (z + bias).max(0.0);
+        let unit = |row: &[f32], bias: f32, out: &mut [f32]| {
+            kernel::dot_many(row, xs, out);
+            for z in out.iter_mut() {
+                *z = (*z + bias).max(0.0);
+            }
+        };
+        if rows_in_bands(rows, l, (m, k), crew, &mut ws.zt, &unit) {
+            scatter(&ws.zt, &mut ws.h[l], first, (m, k));
+        } else {
+            let h = &mut ws.h[l];
+            let tmp = &mut ws.tmp[..k];
+            for j in 0..m {
+                let (row, bias) = rows.row(l, j);
+                kernel::dot_many(row, xs, tmp);
+                for (v, &z) in tmp.iter().enumerate() {
+                    h[(first + v) * m + j] = (z + bias).max(0.0);
+                }
             }
         }
         finish_layer(cfg, ws, l, first, k);
     }
     ws.slots = first + k;
+}
+
+/// Copies unit-major outputs `zt` (`[m, k]`) into slots `first..first + k` of `h` (`[slot, m]`).
+fn scatter(zt: &[f32], h: &mut [f32], first: usize, (m, k): (usize, usize)) {
+    for (j, z) in zt[..m * k].chunks_exact(k).enumerate() {
+        for (v, &z) in z.iter().enumerate() {
+            h[(first + v) * m + j] = z;
+        }
+    }
 }
 
 /// Goodness and RMS-normalised activity of layer `l` for slots `first..first+k`.
@@ -497,6 +617,9 @@ pub struct Workspace {
     /// Goodness per layer, `[slot]`.
     pub(crate) goodness: Vec<Vec<f32>>,
     pub(crate) tmp: Vec<f32>,
+    /// A layer's outputs unit-major (`[width, slot]`), as the threads of a banded pass write
+    /// them.
+    pub(crate) zt: Vec<f32>,
     /// Materialised first-layer inputs for the (at most two) slots being learned from.
     pub(crate) input0: [Vec<f32>; 2],
     /// `dL/dz` per layer for the positive and the negative term.
@@ -525,6 +648,7 @@ impl Workspace {
             h_norm: per_layer(&|w| w * cap),
             goodness: per_layer(&|_| cap),
             tmp: vec![0.0; cap],
+            zt: vec![0.0; cap * config.hidden.iter().copied().max().unwrap_or(0)],
             input0: [vec![0.0; n0], vec![0.0; n0]],
             dz: [per_layer(&|w| w), per_layer(&|w| w)],
             head_in: vec![0.0; config.head_inputs()],

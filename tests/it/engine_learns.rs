@@ -11,6 +11,11 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 fn train(config: TrainConfig, epochs: usize) -> f64 {
+    train_on_threads(config, epochs, 1).1
+}
+
+/// The trained model and its test accuracy, learning split over `threads` threads.
+fn train_on_threads(config: TrainConfig, epochs: usize, threads: usize) -> (Model, f64) {
     let data = support::mnist_small();
     let net = NetworkConfig {
         inputs: data.train.dim,
@@ -21,6 +26,7 @@ fn train(config: TrainConfig, epochs: usize) -> f64 {
     let model = Model::new(net, &mut StdRng::seed_from_u64(1)).expect("valid config");
     let classifier = config.classifier;
     let mut trainer = Trainer::new(model, config, 1).expect("valid config");
+    trainer.set_threads(threads);
     // As `ffd train` does: constant rate for half the run, then linear decay to zero.
     trainer.set_lr_schedule(LrSchedule::LinearDecay {
         total_steps: (epochs * data.train.len()) as u64,
@@ -35,7 +41,8 @@ fn train(config: TrainConfig, epochs: usize) -> f64 {
         }
     }
     trainer.settle();
-    1.0 - evaluate(trainer.model(), &data.test, classifier, 2).error_rate()
+    let accuracy = 1.0 - evaluate(trainer.model(), &data.test, classifier, 2).error_rate();
+    (trainer.into_model(), accuracy)
 }
 
 /// `ffd train --mnist tests/data/mnist-small --epochs 3 --lr-decay-start 0.5 --seed S` (the same
@@ -45,6 +52,26 @@ fn train(config: TrainConfig, epochs: usize) -> f64 {
 fn interleaved_hard_negatives_reach_85_percent() {
     let accuracy = train(TrainConfig::default(), 3);
     assert!(accuracy >= 0.85, "accuracy {accuracy}");
+}
+
+/// Learning split over two threads (`ffd train --threads 2`, `[learner] threads = 2`) learns:
+/// one epoch reaches 80 %, and the model is the one-thread model bit for bit, under both
+/// schedules.
+#[test]
+fn two_threads_learn_the_one_thread_model() {
+    for schedule in [ScheduleMode::Interleaved, ScheduleMode::Sleep] {
+        let config = TrainConfig {
+            schedule,
+            ..Default::default()
+        };
+        let (one, _) = train_on_threads(config.clone(), 1, 1);
+        let (two, accuracy) = train_on_threads(config, 1, 2);
+        assert!(accuracy >= 0.80, "{schedule:?}: accuracy {accuracy}");
+        assert!(
+            one == two,
+            "{schedule:?}: two threads learned another model"
+        );
+    }
 }
 
 /// The wake/sleep split learns too: positive-only updates online, negatives in sleep.

@@ -117,8 +117,14 @@ impl Trainer {
             && !c.train_head
     }
 
-    /// Threads the matrix products of [`Trainer::learn_batch`] may use (default 1).
+    /// Threads learning may use (default 1): per sample, each layer's units are split into
+    /// that many bands, updated and computed in parallel (bit-identical to one thread); in
+    /// mini-batches, the matrix products are split.
     pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+        if self.crew.as_ref().map(|c| c.helpers() + 1) != Some(self.threads) {
+            self.crew = None;
+        }
         self.batched.ws.threads = threads.max(1);
     }
 

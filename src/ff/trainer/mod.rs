@@ -14,10 +14,13 @@ mod pending;
 mod stats;
 mod step;
 
+use std::sync::Arc;
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
 use crate::ff::calibration::TemperatureFit;
+use crate::ff::crew::Crew;
 use crate::ff::error::FfError;
 use crate::ff::guard::{max_abs, FiniteGuard};
 use crate::ff::model::{Model, NetworkConfig, Workspace};
@@ -73,6 +76,12 @@ pub struct Trainer {
     calibration: Option<TemperatureFit>,
     /// Buffers of the batched mini-batch step (`learn_batch`); empty until first used.
     batched: BatchBuffers,
+    /// Threads each per-sample forward pass (and the update fused into it) is split over, by
+    /// bands of units; any count gives bit-identical results.
+    threads: usize,
+    /// The helper threads behind `threads > 1`, started on first use (so they inherit the
+    /// learning thread's priority); clones of the trainer share them.
+    crew: Option<Arc<Crew>>,
 }
 
 impl Trainer {
@@ -126,6 +135,8 @@ impl Trainer {
             calibration: (config.calibration_window > 0)
                 .then(|| TemperatureFit::new(config.calibration_window, model.calibration())),
             batched: BatchBuffers::new(1),
+            threads: 1,
+            crew: None,
             model,
             config,
         })
@@ -558,6 +569,79 @@ mod tests {
                 immediate.settle();
                 assert_eq!(fused.model(), immediate.model());
                 assert_eq!(fused.layer_states(), immediate.layer_states());
+            }
+        }
+    }
+
+    /// Splitting each layer's units over threads changes nothing: every schedule, negative
+    /// strategy, momentum and the softmax head give bit-identical predictions, weights and
+    /// optimiser state on one, two and three threads. Reference: the one-thread trainer (the
+    /// sequential loop). Layers are wide enough (200 and 130 units) to be split into bands.
+    #[test]
+    fn threads_give_bit_identical_learning() {
+        let net = NetworkConfig {
+            inputs: 8,
+            classes: 3,
+            hidden: vec![200, 130],
+            ..Default::default()
+        };
+        for (schedule, negatives, momentum, train_head) in [
+            (
+                ScheduleMode::Interleaved,
+                NegativeStrategy::Hard,
+                0.0,
+                false,
+            ),
+            (
+                ScheduleMode::Interleaved,
+                NegativeStrategy::Random,
+                0.9,
+                true,
+            ),
+            (ScheduleMode::Sleep, NegativeStrategy::Hard, 0.9, false),
+        ] {
+            let config = TrainConfig {
+                schedule,
+                negatives,
+                sleep_every_samples: 5,
+                optimiser: OptimiserConfig {
+                    momentum,
+                    ..Default::default()
+                },
+                train_head,
+                ..Default::default()
+            };
+            let model = Model::new(net.clone(), &mut StdRng::seed_from_u64(3)).expect("valid");
+            let mut trainers: Vec<Trainer> = [1, 2, 3]
+                .into_iter()
+                .map(|threads| {
+                    let mut t = Trainer::new(model.clone(), config.clone(), 3).expect("valid");
+                    t.set_threads(threads);
+                    t
+                })
+                .collect();
+            for i in 0..30 {
+                let (x, y) = sample(i);
+                let outcomes: Vec<_> = trainers
+                    .iter_mut()
+                    .map(|t| {
+                        let o = t.learn(&x, y, true).expect("valid sample");
+                        if o.sleep_due {
+                            t.sleep();
+                        }
+                        o
+                    })
+                    .collect();
+                assert!(outcomes.windows(2).all(|w| w[0] == w[1]), "sample {i}");
+            }
+            for t in &mut trainers {
+                t.settle();
+            }
+            let (one, rest) = trainers.split_first().expect("three trainers");
+            assert_ne!(one.model(), &model, "{schedule:?}: the model learned");
+            for t in rest {
+                assert_eq!(t.model(), one.model(), "{schedule:?} {negatives:?}");
+                assert_eq!(t.layer_states(), one.layer_states());
             }
         }
     }

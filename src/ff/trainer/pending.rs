@@ -2,8 +2,8 @@
 //! forward pass, row by row, just before the pass reads each row (see [`Pending`]). Also the
 //! explicit way to apply it at once (`Trainer::settle`).
 
-use crate::ff::layer::{Layer, Term};
-use crate::ff::model::{Rows, Workspace};
+use crate::ff::layer::{Layer, LayerBand, Term};
+use crate::ff::model::{BandRows, Rows, Workspace};
 use crate::ff::optimiser::{LayerState, OptimiserConfig};
 
 use super::Trainer;
@@ -58,24 +58,39 @@ pub(super) struct Updating<'a> {
     pub(super) pending: Pending,
 }
 
+/// Layer `l`'s terms of `pending`, whose gradients and inputs `ws` holds (`n`: the layer's
+/// input width): the first one present, and the second if both are (`None` when the step
+/// learned nothing).
+#[inline]
+fn terms(
+    ws: &Workspace,
+    pending: Pending,
+    l: usize,
+    n: usize,
+) -> Option<(Term<'_>, Option<Term<'_>>)> {
+    let term = |i: usize, slot: Option<usize>| {
+        slot.map(|s| Term {
+            dz: &ws.dz[i][l],
+            input: ws.layer_input(l, i, s, n),
+        })
+    };
+    match (term(0, pending.positive), term(1, pending.negative)) {
+        (Some(a), b) => Some((a, b)),
+        (None, Some(b)) => Some((b, None)),
+        (None, None) => None,
+    }
+}
+
 impl Rows for Updating<'_> {
+    type Band<'b>
+        = UpdatingBand<'b>
+    where
+        Self: 'b;
+
     #[inline]
     fn row(&mut self, l: usize, j: usize) -> (&[f32], f32) {
-        let ws = self.ws;
-        let n = self.layers[l].inputs();
-        let term = |i: usize, slot: Option<usize>| {
-            slot.map(|s| Term {
-                dz: &ws.dz[i][l],
-                input: ws.layer_input(l, i, s, n),
-            })
-        };
-        let (t0, t1) = match (
-            term(0, self.pending.positive),
-            term(1, self.pending.negative),
-        ) {
-            (Some(a), b) => (a, b),
-            (None, Some(b)) => (b, None),
-            (None, None) => return (self.layers[l].row(j), self.layers[l].bias[j]),
+        let Some((t0, t1)) = terms(self.ws, self.pending, l, self.layers[l].inputs()) else {
+            return (self.layers[l].row(j), self.layers[l].bias[j]);
         };
         self.layers[l].apply_row(
             j,
@@ -85,5 +100,38 @@ impl Rows for Updating<'_> {
             t0,
             t1,
         )
+    }
+
+    fn bands(&mut self, l: usize, cuts: &[usize]) -> Vec<UpdatingBand<'_>> {
+        let terms = terms(self.ws, self.pending, l, self.layers[l].inputs());
+        let (optimiser, lr) = (self.optimiser, self.pending.lr);
+        self.layers[l]
+            .bands(&mut self.states[l], cuts)
+            .into_iter()
+            .map(|band| UpdatingBand {
+                band,
+                optimiser,
+                lr,
+                terms,
+            })
+            .collect()
+    }
+}
+
+/// One band of a layer getting the pending update as a banded forward pass reaches its rows.
+pub(super) struct UpdatingBand<'a> {
+    band: LayerBand<'a>,
+    optimiser: &'a OptimiserConfig,
+    lr: f32,
+    terms: Option<(Term<'a>, Option<Term<'a>>)>,
+}
+
+impl BandRows for UpdatingBand<'_> {
+    #[inline]
+    fn row(&mut self, j: usize) -> (&[f32], f32) {
+        match self.terms {
+            Some((t0, t1)) => self.band.apply_row(j, self.optimiser, self.lr, t0, t1),
+            None => self.band.row(j),
+        }
     }
 }

@@ -3,7 +3,10 @@
 //! layer's local gradient, checked by the non-finite guard (docs/algorithm.md §8) before it
 //! becomes the pending update or joins the mini-batch.
 
+use std::sync::Arc;
+
 use crate::ff::classify::{argmax, softmax_in_place, Classifier};
+use crate::ff::crew::Crew;
 use crate::ff::goodness::Polarity;
 use crate::ff::guard::max_abs;
 use crate::ff::model::{forward_rows, Frozen, LabelInput};
@@ -146,6 +149,10 @@ impl Trainer {
     /// One forward pass into the current workspace. If an update is pending, it is applied
     /// row by row inside this pass, each row just before the pass reads it.
     fn forward(&mut self, group: usize, x: &[f32], labels: &[LabelInput]) {
+        if self.threads > 1 && self.crew.is_none() {
+            self.crew = Some(Arc::new(Crew::new(self.threads - 1)));
+        }
+        let crew = self.crew.as_deref();
         let (first, second) = self.ws.split_at_mut(1);
         let (cur, prev) = if self.cur == 0 {
             (&mut first[0], &second[0])
@@ -161,12 +168,13 @@ impl Trainer {
                     ws: prev,
                     pending,
                 };
-                forward_rows(&self.model.config, &mut rows, cur, group, x, labels);
+                forward_rows(&self.model.config, &mut rows, cur, crew, group, x, labels);
             }
             None => forward_rows(
                 &self.model.config,
                 &mut Frozen(&self.model.layers),
                 cur,
+                crew,
                 group,
                 x,
                 labels,
