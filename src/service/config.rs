@@ -135,6 +135,9 @@ pub struct LearnerSection {
     /// throughput work; `/classify` is latency work: on a busy machine a positive value lets
     /// request threads preempt the learner instead of waiting out its time slice.
     pub nice: i32,
+    /// Threads the learner splits each sample's forward passes and updates over, by bands of
+    /// units (bit-identical results for every count; the extra threads share `nice`).
+    pub threads: usize,
 }
 
 /// `[http]`: request limits.
@@ -255,6 +258,9 @@ impl Default for LearnerSection {
             prequential_window: 1000,
             drain_timeout_ms: 10_000,
             nice: 10,
+            // Both cores of a two-core machine; results do not depend on it (bit-identical),
+            // only the speed does (BENCHMARKS.md, section 2).
+            threads: 2,
         }
     }
 }
@@ -402,6 +408,9 @@ impl Config {
         }
         if !(0..=19).contains(&l.nice) {
             return invalid("learner.nice", "must be in 0..=19");
+        }
+        if !(1..=256).contains(&l.threads) {
+            return invalid("learner.threads", "must be in 1..=256");
         }
         let h = &self.http;
         if h.max_body_bytes == 0 {

@@ -159,6 +159,8 @@ impl Service {
             };
             (trainer, snapshot, None)
         };
+        let mut trainer = trainer;
+        trainer.set_threads(config.learner.threads);
         let mut queue = LearnQueue::new(config.learner.queue_capacity, metrics.queue_depth.clone());
         metrics
             .queue_capacity
