@@ -1,7 +1,8 @@
 //! Engine speed: per-sample learning throughput, single-sample and batched classification, and
 //! the matrix product behind the batches against this core's FMA peak.
 //!
-//! `cargo bench --bench engine` runs on one thread (the engine is single-threaded per sample).
+//! `cargo bench --bench engine` runs on one thread, except `learn_threads` (one and two threads)
+//! and the two-thread `learn_batch` cases.
 //! Inputs are real MNIST digits from the committed subset, so ReLU sparsity is realistic.
 //! `bench/compare_speed.sh` runs it and `bench/torch/ff_per_sample.py` back to back.
 
@@ -63,6 +64,35 @@ fn learn(c: &mut Criterion) {
             }
             let mut i = 0;
             group.bench_function(BenchmarkId::new(variant, &name), |b| {
+                b.iter(|| {
+                    let (x, y) = data.sample(i % data.len());
+                    i += 1;
+                    t.learn_unchecked(x, y, false)
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// Per-sample learning with each layer's units split over one and two threads (hard
+/// negatives, the default): samples per second, the ratio of the two is the speed-up.
+fn learn_threads(c: &mut Criterion) {
+    let data = data();
+    let mut group = c.benchmark_group("learn_threads");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(8));
+    for hidden in [vec![500, 500], vec![1000, 1000, 1000]] {
+        let name = net_name(&hidden);
+        for threads in [1, 2] {
+            let mut t = trainer(&hidden, NegativeStrategy::Hard);
+            t.set_threads(threads);
+            for i in 0..500 {
+                let (x, y) = data.sample(i);
+                t.learn_unchecked(x, y, false);
+            }
+            let mut i = 0;
+            group.bench_function(BenchmarkId::new(format!("t{threads}"), &name), |b| {
                 b.iter(|| {
                     let (x, y) = data.sample(i % data.len());
                     i += 1;
@@ -246,6 +276,7 @@ fn fma_peak(_: &mut Criterion) {}
 criterion_group!(
     benches,
     learn,
+    learn_threads,
     learn_batch,
     classify,
     classify_batch,
