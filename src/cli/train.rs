@@ -232,6 +232,13 @@ fn train(args: &TrainArgs) -> anyhow::Result<(Model, serde_json::Value)> {
                 bar.set_position(((epoch - 1) * train.len() + after) as u64);
             }
         }
+        // An epoch ends asleep: the wake samples since the last sleep are slept on before the
+        // evaluation (a no-op when the cycle divides the epoch).
+        if sleep_mode && trainer.wake_samples_since_sleep() > 0 {
+            trainer.sleep();
+            sleeps += 1;
+            last_sleep = Instant::now();
+        }
         let epoch_seconds = started.elapsed().as_secs_f64();
         train_seconds += epoch_seconds;
         bar.set_position((epoch * train.len()) as u64);
@@ -278,6 +285,8 @@ fn train(args: &TrainArgs) -> anyhow::Result<(Model, serde_json::Value)> {
         "hidden": net.hidden,
         "schedule": train_cfg.schedule,
         "sleep_every_samples": sleep_mode.then_some(train_cfg.sleep_every_samples),
+        "sleep_every_seconds": sleep_interval.map(|d| d.as_secs_f64()),
+        "sleep_method": sleep_mode.then_some(train_cfg.sleep_method),
         "sleeps": sleeps,
         "negatives": train_cfg.negatives,
         "classifier": classifier,

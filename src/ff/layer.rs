@@ -111,12 +111,25 @@ impl Layer {
     /// Writes `dL/dz = s · 2h` (zero where the unit is off) into `dz` and returns `(G, loss)`.
     #[inline]
     pub fn local_gradient(&self, h: &[f32], polarity: Polarity, dz: &mut [f32]) -> (f32, f32) {
-        let g = Goodness::of(h);
-        let s = self.goodness.dloss_dg(g, polarity);
-        for (d, &x) in dz.iter_mut().zip(h) {
-            *d = 2.0 * s * x;
-        }
-        (g, self.goodness.loss(g, polarity))
+        gradient_of(&self.goodness, h, polarity, dz)
+    }
+
+    /// [`Layer::local_gradient`] against another sample's goodness `reference` instead of the
+    /// threshold: for a negative, the symmetric loss `softplus((G − G⁺)/T)` of SymBa, where
+    /// `G⁺` is the goodness of its positive (docs/algorithm.md §6.2).
+    #[inline]
+    pub fn local_gradient_against(
+        &self,
+        h: &[f32],
+        polarity: Polarity,
+        reference: f32,
+        dz: &mut [f32],
+    ) -> (f32, f32) {
+        let goodness = Goodness {
+            threshold: reference,
+            ..self.goodness
+        };
+        gradient_of(&goodness, h, polarity, dz)
     }
 
     /// Applies `W −= lr·(Σ_t dz_t ⊗ x_t + wd·W)` and `b −= lr·Σ_t dz_t` for one or two terms,
@@ -345,6 +358,17 @@ pub(crate) fn normal(rng: &mut impl Rng) -> f32 {
     let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
     let u2: f64 = rng.gen();
     ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+/// `dL/dz = s · 2h` with `s = dLoss/dG` under `goodness`, and `(G, loss)`.
+#[inline]
+fn gradient_of(goodness: &Goodness, h: &[f32], polarity: Polarity, dz: &mut [f32]) -> (f32, f32) {
+    let g = Goodness::of(h);
+    let s = goodness.dloss_dg(g, polarity);
+    for (d, &x) in dz.iter_mut().zip(h) {
+        *d = 2.0 * s * x;
+    }
+    (g, goodness.loss(g, polarity))
 }
 
 #[cfg(test)]

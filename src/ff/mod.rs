@@ -73,6 +73,6 @@ pub use model::{LabelPlacement, Model, NetworkConfig, Workspace};
 pub use negatives::NegativeStrategy;
 pub use optimiser::{LrSchedule, OptimiserConfig};
 pub use replay::ReplayBuffer;
-pub use schedule::{ScheduleMode, SleepScheduler};
+pub use schedule::{ScheduleMode, SleepMethod, SleepScheduler};
 pub use state::{RngPosition, TrainerState};
 pub use trainer::{LayerStats, LearnOutcome, SleepReport, TrainConfig, TrainStats, Trainer};

@@ -9,7 +9,7 @@ use crate::ff::classify::Classifier;
 use crate::ff::error::FfError;
 use crate::ff::negatives::NegativeStrategy;
 use crate::ff::optimiser::OptimiserConfig;
-use crate::ff::schedule::ScheduleMode;
+use crate::ff::schedule::{ScheduleMode, SleepMethod};
 use crate::ff::short_float;
 
 /// Training hyper-parameters beyond the network's shape.
@@ -64,6 +64,16 @@ pub struct TrainConfig {
         arg(long, value_enum, default_value_t = TrainConfig::default().schedule)
     )]
     pub schedule: ScheduleMode,
+    /// What a sleep replays (sleep schedule): negatives (negative updates only), symmetric
+    /// (negative updates, each against its positive's goodness), pairs (a positive and a
+    /// negative update per replayed sample, the wake's updates kept) or consolidate (the wake's
+    /// updates are fast weights, dropped at the sleep, which replays pairs into the slow
+    /// weights; the replay buffer should hold a whole cycle).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_enum, default_value_t = TrainConfig::default().sleep_method)
+    )]
+    pub sleep_method: SleepMethod,
     /// Sleep after this many wake samples (sleep schedule).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().sleep_every_samples))]
     pub sleep_every_samples: usize,
@@ -102,6 +112,7 @@ impl Default for TrainConfig {
             schedule: ScheduleMode::Interleaved,
             // Measured best on MNIST.
             sleep_every_samples: 16,
+            sleep_method: SleepMethod::Negatives,
             // Off, so offline training stays deterministic; `ffd serve` sets 5.
             sleep_every_seconds: 0.0,
             replay_capacity: 1024,

@@ -1,16 +1,18 @@
 //! `Trainer`: the only thing that mutates a `Model`. It runs one schedule step per sample —
 //! interleaved (positive and negative update) or wake (positive only, sample kept for replay) —
-//! and the sleep phase (negative updates from the replay buffer). Every update is local to its
-//! layer; nothing crosses layers. Same seed and same data order give bit-identical weights.
+//! and the sleep phase (updates from the replay buffer). Every update is local to its layer;
+//! nothing crosses layers. Same seed and same data order give bit-identical weights.
 //!
-//! Files: this one holds the `Trainer` and its public steps (`learn`, `sleep`, `settle`,
-//! resume); `config` what it is told; `stats` what it reports; `step` one step's forward
-//! passes, negative choice and guarded staging; `pending` the update applied inside the next
-//! forward pass; `batch` mini-batches (gradient sums, and the batched matrix-product step).
+//! Files: this one holds the `Trainer` and its public steps (`learn`, `settle`, resume);
+//! `sleep` the sleep phase and the slow weights it consolidates into; `config` what it is told;
+//! `stats` what it reports; `step` one step's forward passes, negative choice and guarded
+//! staging; `pending` the update applied inside the next forward pass; `batch` mini-batches
+//! (gradient sums, and the batched matrix-product step).
 
 mod batch;
 mod config;
 mod pending;
+mod sleep;
 mod stats;
 mod step;
 
@@ -27,12 +29,13 @@ use crate::ff::model::{Model, NetworkConfig, Workspace};
 use crate::ff::negatives::{HybridMask, NegativeStrategy};
 use crate::ff::optimiser::{LayerState, LrSchedule};
 use crate::ff::replay::ReplayBuffer;
-use crate::ff::schedule::{ScheduleMode, SleepScheduler};
+use crate::ff::schedule::{ScheduleMode, SleepMethod, SleepScheduler};
 use crate::ff::state::{RngPosition, TrainerState};
 
 use batch::BatchBuffers;
 pub use config::TrainConfig;
 use pending::Pending;
+use sleep::SlowWeights;
 pub use stats::{LayerStats, LearnOutcome, SleepReport, TrainStats};
 use step::Step;
 
@@ -82,6 +85,8 @@ pub struct Trainer {
     /// The helper threads behind `threads > 1`, started on first use (so they inherit the
     /// learning thread's priority); clones of the trainer share them.
     crew: Option<Arc<Crew>>,
+    /// The slow weights (sleep schedule, `consolidate` method); `None` otherwise.
+    slow: Option<SlowWeights>,
 }
 
 impl Trainer {
@@ -96,6 +101,9 @@ impl Trainer {
             .collect();
         let guard = FiniteGuard::new(model.layers(), &states, &model.head);
         let mean_backup = states.iter().map(|s| s.mean_activity.clone()).collect();
+        let slow = (config.schedule == ScheduleMode::Sleep
+            && config.sleep_method == SleepMethod::Consolidate)
+            .then(|| SlowWeights::of(model.layers(), &states));
         let replay_capacity = match (config.schedule, config.negatives) {
             (ScheduleMode::Sleep, _) | (_, NegativeStrategy::Hybrid) => {
                 config.replay_capacity.max(1)
@@ -137,6 +145,7 @@ impl Trainer {
             batched: BatchBuffers::new(1),
             threads: 1,
             crew: None,
+            slow,
             model,
             config,
         })
@@ -253,6 +262,11 @@ impl Trainer {
             trainer.scheduler.record_wake();
         }
         trainer.samples = samples;
+        // The state holds no separate slow weights: a resumed trainer consolidates the wake so
+        // far (the live weights become the slow weights).
+        if trainer.slow.is_some() {
+            trainer.slow = Some(SlowWeights::of(&trainer.model.layers, &trainer.states));
+        }
         trainer.rng = ChaCha12Rng::from_seed(rng.seed);
         trainer.rng.set_stream(rng.stream);
         trainer.rng.set_word_pos(rng.word_pos);
@@ -408,39 +422,6 @@ impl Trainer {
             predicted: slots.predicted,
             sleep_due: self.sleep_due(),
             refused: false,
-        }
-    }
-
-    /// The sleep phase: negative-only updates built from the replay buffer with the current
-    /// model, the most recent samples first in line. Resets the wake counter.
-    pub fn sleep(&mut self) -> SleepReport {
-        let wanted = match self.config.negatives_per_sleep {
-            0 => self.scheduler.since_sleep(),
-            n => n,
-        };
-        let n = if self.replay.is_empty() { 0 } else { wanted };
-        let mut refused = 0;
-        for i in 0..n {
-            // Oldest of the recent window first, cycling if more negatives than samples.
-            let back = (n - 1 - i) % self.replay.len();
-            let label = match self.replay.recent(back) {
-                Some((x, y)) => {
-                    self.replayed.copy_from_slice(x);
-                    y
-                }
-                None => continue,
-            };
-            let features = std::mem::take(&mut self.replayed);
-            let slots = self.prepare(&features, label, Step::Sleep, false);
-            self.replayed = features;
-            if !self.stage(&slots, true) {
-                refused += 1;
-            }
-        }
-        self.scheduler.slept();
-        SleepReport {
-            negatives: n - refused,
-            refused,
         }
     }
 }
@@ -778,6 +759,83 @@ mod tests {
         let stats = t.take_stats();
         assert_eq!(stats.layers[0].positive_count, 12);
         assert_eq!(stats.layers[0].negative_count, 12);
+    }
+
+    /// `consolidate` keeps the wake's positive updates only until the next sleep, which replays
+    /// every wake sample as a positive and a negative update into the slow weights: after each
+    /// sleep the layers are bit-identical to an interleaved trainer's fed the same samples (one
+    /// positive and one negative update per sample, each at its own step's rate), although the
+    /// wake moved them in between.
+    #[test]
+    fn consolidate_sleeps_into_what_interleaved_learns() {
+        let config = TrainConfig {
+            schedule: ScheduleMode::Sleep,
+            sleep_method: SleepMethod::Consolidate,
+            sleep_every_samples: 5,
+            optimiser: OptimiserConfig {
+                momentum: 0.9,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut slept = toy(config.clone(), 7);
+        let mut interleaved = toy(
+            TrainConfig {
+                schedule: ScheduleMode::Interleaved,
+                ..config
+            },
+            7,
+        );
+        // Under a decaying rate too: each replayed sample is learned at its wake step's rate.
+        for t in [&mut slept, &mut interleaved] {
+            t.set_lr_schedule(LrSchedule::LinearDecay {
+                total_steps: 20,
+                decay_start: 0.5,
+            });
+        }
+        for i in 0..20 {
+            let (x, y) = sample(i);
+            let before = slept.model.layers.clone();
+            let outcome = slept.learn(&x, y, false).expect("valid sample");
+            interleaved.learn(&x, y, false).expect("valid sample");
+            slept.settle();
+            assert_ne!(slept.model.layers, before, "the wake learns online");
+            if outcome.sleep_due {
+                let report = slept.sleep();
+                assert_eq!((report.positives, report.negatives), (5, 5));
+                slept.settle();
+                interleaved.settle();
+                assert_eq!(slept.model.layers, interleaved.model.layers, "after {i}");
+                assert_eq!(slept.layer_states(), interleaved.layer_states());
+            }
+        }
+    }
+
+    /// `pairs` replays a positive with every negative and keeps the wake's updates: a sleep
+    /// changes the weights and reports both counts, while `negatives` reports no positives.
+    #[test]
+    fn pairs_replay_positives_and_negatives_replays_none() {
+        for (method, positives) in [(SleepMethod::Pairs, 4), (SleepMethod::Negatives, 0)] {
+            let config = TrainConfig {
+                schedule: ScheduleMode::Sleep,
+                sleep_method: method,
+                sleep_every_samples: 4,
+                ..Default::default()
+            };
+            let mut t = toy(config, 3);
+            for i in 0..4 {
+                let (x, y) = sample(i);
+                t.learn(&x, y, false).expect("valid sample");
+            }
+            t.settle();
+            let before = t.model.layers.clone();
+            let report = t.sleep();
+            assert_eq!((report.positives, report.negatives), (positives, 4));
+            t.settle();
+            assert_ne!(t.model.layers, before);
+            let stats = t.take_stats();
+            assert_eq!(stats.layers[0].positive_count, 4 + positives as u64);
+        }
     }
 
     fn all_finite(t: &mut Trainer) -> bool {

@@ -57,6 +57,8 @@ pub struct LearnOutcome {
 pub struct SleepReport {
     /// Negative updates applied.
     pub negatives: usize,
+    /// Positive updates applied (replayed positives: methods `pairs` and `consolidate`).
+    pub positives: usize,
     /// Negative updates refused because they could have made a parameter non-finite.
     pub refused: usize,
 }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use crate::ff::classify::{argmax, softmax_in_place, Classifier};
 use crate::ff::crew::Crew;
-use crate::ff::goodness::Polarity;
+use crate::ff::goodness::{Goodness, Polarity};
 use crate::ff::guard::max_abs;
 use crate::ff::model::{forward_rows, Frozen, LabelInput};
 use crate::ff::negatives::{self, NegativeStrategy};
+use crate::ff::schedule::SleepMethod;
 
 use super::pending::{Pending, Updating};
 use super::Trainer;
@@ -42,6 +43,10 @@ pub(super) struct Slots {
     pub(super) negative: Option<usize>,
     pub(super) neutral: Option<usize>,
     pub(super) predicted: Option<usize>,
+    /// The slot of the negative's positive (the sample with its true label, or neutral when
+    /// unsupervised) when the negative's loss is measured against its goodness (the
+    /// `symmetric` sleep); `None` for the threshold.
+    pub(super) reference: Option<usize>,
 }
 
 impl Trainer {
@@ -49,6 +54,7 @@ impl Trainer {
     /// the previous sample's pending update (see [`Pending`]).
     pub(super) fn prepare(&mut self, x: &[f32], y: usize, step: Step, predict: bool) -> Slots {
         let (positive, negative) = (step.positive(), step.negative());
+        let symmetric = step == Step::Sleep && self.config.sleep_method == SleepMethod::Symmetric;
         let classes = self.model.config().classes;
         if self.pending.is_some() {
             self.cur ^= 1;
@@ -84,6 +90,7 @@ impl Trainer {
                 negative: negative_slot,
                 neutral: positive.then_some(0),
                 predicted,
+                reference: symmetric.then_some(0),
             };
         }
 
@@ -110,6 +117,7 @@ impl Trainer {
         });
         let predicted = predict.then(|| argmax(&self.ws[self.cur].scores));
         let positive_slot = positive.then(|| self.slot_for(all_labels, x, y));
+        let reference = symmetric.then(|| self.slot_for(all_labels, x, y));
         let negative_slot = negative.then(|| {
             let wrong = match strategy {
                 NegativeStrategy::Hard => {
@@ -132,6 +140,7 @@ impl Trainer {
             negative: negative_slot,
             neutral,
             predicted,
+            reference,
         }
     }
 
@@ -206,7 +215,13 @@ impl Trainer {
                 let Some(slot) = slot else { continue };
                 let h = &ws.h[l][slot * m..(slot + 1) * m];
                 let dz = &mut ws.dz[i][l];
-                let (g, loss) = model.layers[l].local_gradient(h, polarity, dz);
+                let (g, loss) = match slots.reference.filter(|_| i == 1) {
+                    Some(r) => {
+                        let reference = Goodness::of(&ws.h[l][r * m..(r + 1) * m]);
+                        model.layers[l].local_gradient_against(h, polarity, reference, dz)
+                    }
+                    None => model.layers[l].local_gradient(h, polarity, dz),
+                };
                 stats.loss_sum += f64::from(loss);
                 match polarity {
                     Polarity::Positive => {
