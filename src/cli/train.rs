@@ -60,10 +60,18 @@ pub struct TrainArgs {
     /// Random seed (initialisation, shuffling, negatives).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Learn the training samples in file order (every epoch) instead of a seeded shuffle:
+    /// a stream prepared in an order of its own, e.g. to compare learners on the same stream.
+    #[arg(long)]
+    pub no_shuffle: bool,
     /// Classify each training sample before learning it (test-then-train), as the service does,
     /// and report the prequential accuracy.
     #[arg(long)]
     pub prequential: bool,
+    /// With `--prequential`: the summary's `prequential_curve` holds the accuracy of each
+    /// window of this many consecutive samples.
+    #[arg(long, default_value_t = 1000)]
+    pub prequential_window: usize,
     /// Threads for evaluation and for learning: per sample, each layer's units are split into
     /// bands learned in parallel (bit-identical to one thread); in mini-batches
     /// (`--batch-size` > 1), the matrix products are split.
@@ -168,12 +176,14 @@ fn train(args: &TrainArgs) -> anyhow::Result<(Model, serde_json::Value)> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} samples, {per_sec}, eta {eta} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut order = EpochOrder::new(train.len(), args.seed, true);
+    let mut order = EpochOrder::new(train.len(), args.seed, !args.no_shuffle);
     let mut train_seconds = 0.0;
     let mut curve = Vec::new();
     let mut last_error = f64::NAN;
     let mut sleeps = 0u64;
     let mut prequential_correct = 0u64;
+    let window = args.prequential_window.max(1);
+    let (mut window_hits, mut window_seen, mut prequential_curve) = (0usize, 0usize, Vec::new());
     let mut last_sleep = Instant::now();
     for epoch in 1..=args.epochs {
         let started = Instant::now();
@@ -205,8 +215,13 @@ fn train(args: &TrainArgs) -> anyhow::Result<(Model, serde_json::Value)> {
                 &single
             };
             for (outcome, &idx) in outcomes.iter().zip(batch) {
-                if outcome.predicted == Some(train.sample(idx).1) {
-                    prequential_correct += 1;
+                let hit = outcome.predicted == Some(train.sample(idx).1);
+                prequential_correct += u64::from(hit);
+                window_hits += usize::from(hit);
+                window_seen += 1;
+                if window_seen == window {
+                    prequential_curve.push(window_hits as f64 / window as f64);
+                    (window_hits, window_seen) = (0, 0);
                 }
             }
             let learned = outcomes.iter().filter(|o| !o.refused).count();
@@ -302,6 +317,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<(Model, serde_json::Value)> {
         "prequential_accuracy": args
             .prequential
             .then(|| prequential_correct as f64 / (train.len() * args.epochs) as f64),
+        "prequential_curve": args.prequential.then_some(prequential_curve),
         "curve": curve,
     });
     Ok((evaluated, summary))
