@@ -86,6 +86,15 @@ pub struct OptimiserConfig {
     #[cfg_attr(feature = "cli", arg(skip))]
     #[serde(skip_serializing_if = "LrSchedule::is_constant")]
     pub lr_schedule: LrSchedule,
+    /// Multiplier of the learning rate at the start of a stream (and, in `ffd serve`, after a
+    /// detected drift), fading to 1: `lr·(1 + (lr_boost − 1)·τ/(τ + t))` after `t` samples,
+    /// `τ = lr_boost_samples` (docs/algorithm.md §2.1). 1 turns it off.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = OptimiserConfig::default().lr_boost))]
+    #[serde(serialize_with = "short_float::serialize")]
+    pub lr_boost: f32,
+    /// Samples after which the boost's excess over 1 has halved.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = OptimiserConfig::default().lr_boost_samples))]
+    pub lr_boost_samples: u64,
 }
 
 impl Default for OptimiserConfig {
@@ -97,6 +106,8 @@ impl Default for OptimiserConfig {
             peer_norm: 0.03,
             peer_decay: 0.999,
             lr_schedule: LrSchedule::Constant,
+            lr_boost: 1.0,
+            lr_boost_samples: 5000,
         }
     }
 }
@@ -106,6 +117,17 @@ impl OptimiserConfig {
     #[inline]
     pub fn lr_at(&self, samples: u64) -> f32 {
         self.lr * self.lr_schedule.factor(samples)
+    }
+
+    /// The boost's multiplier `t` samples after the start of the stream or the last restart:
+    /// `1 + (lr_boost − 1)·τ/(τ + t)`.
+    #[inline]
+    pub fn boost_at(&self, t: u64) -> f32 {
+        if self.lr_boost == 1.0 {
+            return 1.0;
+        }
+        let tau = self.lr_boost_samples as f64;
+        (1.0 + f64::from(self.lr_boost - 1.0) * tau / (tau + t as f64)) as f32
     }
 
     /// Checks every field's range.
@@ -130,6 +152,12 @@ impl OptimiserConfig {
         }
         if !(0.0..1.0).contains(&self.peer_decay) {
             return bad("peer_decay", "must be in [0, 1)");
+        }
+        if !(self.lr_boost.is_finite() && self.lr_boost >= 1.0) {
+            return bad("lr_boost", "must be a finite number >= 1");
+        }
+        if self.lr_boost_samples == 0 {
+            return bad("lr_boost_samples", "must be > 0");
         }
         if let LrSchedule::LinearDecay { decay_start, .. } = self.lr_schedule {
             if !(0.0..=1.0).contains(&decay_start) {
@@ -207,6 +235,19 @@ mod tests {
         assert!((s.factor(75) - 0.5).abs() < 1e-6);
         assert_eq!(s.factor(100), 0.0);
         assert_eq!(s.factor(1000), 0.0);
+    }
+
+    #[test]
+    fn boost_fades_to_one() {
+        let c = OptimiserConfig {
+            lr_boost: 5.0,
+            lr_boost_samples: 100,
+            ..Default::default()
+        };
+        assert_eq!(c.boost_at(0), 5.0);
+        assert!((c.boost_at(100) - 3.0).abs() < 1e-6);
+        assert!(c.boost_at(1_000_000) < 1.001);
+        assert_eq!(OptimiserConfig::default().boost_at(0), 1.0);
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct TrainerState {
     pub since_sleep: usize,
     /// Positive samples learned (drives the learning-rate schedule).
     pub samples: u64,
+    /// `samples` when the learning-rate boost last restarted (0: at the start).
+    pub boost_from: u64,
     /// The negative-sampling RNG.
     pub rng: RngPosition,
     /// The online temperature fit (`None` when calibration is off).

@@ -540,14 +540,16 @@ impl Learner {
         }
     }
 
-    /// Drift was detected at sample `seq`: count and record it, and restart the weight average
-    /// from the live weights, so `/classify` stops serving what was averaged over the old data
-    /// (the live weights are already adapting: they learned every sample since the change).
+    /// Drift was detected at sample `seq`: count and record it, restart the learning-rate
+    /// boost (the live weights relearn faster) and restart the weight average from the live
+    /// weights, so `/classify` stops serving what was averaged over the old data (the live
+    /// weights are already adapting: they learned every sample since the change).
     fn drifted(&mut self, seq: u64) {
         self.metrics.drift_detected.inc();
         let learned = self.progress.samples_learned() + self.chunk.learned;
         self.progress.drift.record(seq, learned);
-        tracing::warn!(seq, "drift detected on the prequential errors; the weight average restarts from the live weights");
+        tracing::warn!(seq, "drift detected on the prequential errors; the learning-rate boost and the weight average restart");
+        self.trainer.restart_boost();
         if self.average.is_some() {
             self.trainer.settle();
             self.average = WeightAverage::new(&self.settings.average, self.trainer.model().clone())

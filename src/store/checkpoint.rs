@@ -50,6 +50,7 @@ mod key {
     pub const SINCE_AVERAGE: &str = "since_average";
     pub const TRAINER_SAMPLES: &str = "trainer_samples";
     pub const SINCE_SLEEP: &str = "since_sleep";
+    pub const BOOST_FROM: &str = "boost_from";
     pub const RNG_SEED: &str = "rng_seed";
     pub const RNG_STREAM: &str = "rng_stream";
     pub const RNG_WORD_POS: &str = "rng_word_pos";
@@ -253,6 +254,7 @@ pub fn to_bytes(c: &Checkpoint) -> Vec<u8> {
         (key::SINCE_AVERAGE, k.since_average.to_string()),
         (key::TRAINER_SAMPLES, t.samples.to_string()),
         (key::SINCE_SLEEP, t.since_sleep.to_string()),
+        (key::BOOST_FROM, t.boost_from.to_string()),
         (key::RNG_SEED, hex(&t.rng.seed)),
         (key::RNG_STREAM, t.rng.stream.to_string()),
         (key::RNG_WORD_POS, t.rng.word_pos.to_string()),
@@ -460,6 +462,11 @@ pub fn from_bytes(
         replay_labels,
         since_sleep: num(key::SINCE_SLEEP)? as usize,
         samples: num(key::TRAINER_SAMPLES)?,
+        // Absent from checkpoints written before the boost existed: counted from the start.
+        boost_from: match metadata.get(key::BOOST_FROM) {
+            Some(_) => num(key::BOOST_FROM)?,
+            None => 0,
+        },
         rng: RngPosition {
             seed,
             stream: num(key::RNG_STREAM)?,

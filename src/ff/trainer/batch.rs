@@ -175,6 +175,7 @@ impl Trainer {
         predict: bool,
     ) -> Vec<LearnOutcome> {
         let samples = labels.len();
+        let lr = self.lr_after((self.samples + samples as u64).saturating_sub(1));
         let cfg = &self.model.config;
         let (classes, hidden) = (cfg.classes, cfg.hidden.len());
         let strategy = self.config.negatives;
@@ -245,7 +246,6 @@ impl Trainer {
         // Stage each sample as `stage` does, in order: local gradients (with peer
         // normalisation's running means), statistics, the guard; a refused sample is undone.
         let opt = &self.config.optimiser;
-        let lr = opt.lr_at(self.samples + samples as u64 - 1);
         let (s, off) = (cfg.label_strength, cfg.label_offset());
         bb.dz.resize(hidden, Vec::new());
         bb.input.resize(hidden, Vec::new());

@@ -64,6 +64,8 @@ pub struct Trainer {
     replayed: Vec<f32>,
     /// Positive samples learned so far (drives the learning-rate schedule).
     samples: u64,
+    /// `samples` when the learning-rate boost last restarted ([`Trainer::restart_boost`]).
+    boost_from: u64,
     stats: TrainStats,
     /// Mini-batch mode: summed gradients per layer (`[out, in]` and `[out]`) and how many
     /// samples they hold. Empty when `batch_size == 1`.
@@ -127,6 +129,7 @@ impl Trainer {
             states,
             rng: ChaCha12Rng::seed_from_u64(seed),
             samples: 0,
+            boost_from: 0,
             batch_grad: if config.batch_size > 1 {
                 model
                     .layers()
@@ -193,6 +196,7 @@ impl Trainer {
             replay_labels,
             since_sleep: self.scheduler.since_sleep(),
             samples: self.samples,
+            boost_from: self.boost_from,
             rng: RngPosition {
                 seed: self.rng.get_seed(),
                 stream: self.rng.get_stream(),
@@ -214,6 +218,7 @@ impl Trainer {
             replay_labels,
             since_sleep,
             samples,
+            boost_from,
             rng,
             calibration,
         } = state;
@@ -262,6 +267,7 @@ impl Trainer {
             trainer.scheduler.record_wake();
         }
         trainer.samples = samples;
+        trainer.boost_from = boost_from.min(samples);
         // The state holds no separate slow weights: a resumed trainer consolidates the wake so
         // far (the live weights become the slow weights).
         if trainer.slow.is_some() {
@@ -316,6 +322,19 @@ impl Trainer {
     /// prequential log-loss.
     pub fn calibration(&self) -> Option<&TemperatureFit> {
         self.calibration.as_ref()
+    }
+
+    /// The learning rate of the update made after `samples` samples: the base rate times the
+    /// schedule's factor and the boost's.
+    pub(crate) fn lr_after(&self, samples: u64) -> f32 {
+        let opt = &self.config.optimiser;
+        opt.lr_at(samples) * opt.boost_at(samples.saturating_sub(self.boost_from))
+    }
+
+    /// Restarts the learning-rate boost (`lr_boost`) from now, e.g. when the data has changed
+    /// and the model must learn anew quickly. Nothing changes when the boost is off.
+    pub fn restart_boost(&mut self) {
+        self.boost_from = self.samples;
     }
 
     /// Sets the learning-rate schedule (e.g. once the number of training steps is known).
@@ -457,6 +476,33 @@ mod tests {
             })
             .collect();
         (x, y)
+    }
+
+    /// The boost fades with the samples learned and starts again at its full height after
+    /// `restart_boost`; a trainer resumed from its state keeps the restart point.
+    #[test]
+    fn boost_restarts() {
+        let config = TrainConfig {
+            optimiser: OptimiserConfig {
+                lr_boost: 3.0,
+                lr_boost_samples: 10,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let lr = config.optimiser.lr;
+        let mut t = toy(config.clone(), 2);
+        assert!((t.lr_after(t.samples) - 3.0 * lr).abs() < 1e-9);
+        for i in 0..10 {
+            let (x, y) = sample(i);
+            t.learn(&x, y, false).expect("valid sample");
+        }
+        assert!((t.lr_after(t.samples) - 2.0 * lr).abs() < 1e-9);
+        t.restart_boost();
+        assert!((t.lr_after(t.samples) - 3.0 * lr).abs() < 1e-9);
+        t.settle();
+        let resumed = Trainer::from_state(t.state(), config).expect("resumes");
+        assert_eq!(resumed.lr_after(resumed.samples), t.lr_after(t.samples));
     }
 
     /// Updating layer 2 never changes layer 1: a step whose only non-zero gradient is in the

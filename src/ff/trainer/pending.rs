@@ -12,7 +12,7 @@ impl Trainer {
     /// Applies the pending update, if any, in a pass of its own (and a partial mini-batch).
     pub(super) fn apply_pending(&mut self) {
         if !self.batch_grad.is_empty() {
-            let lr = self.config.optimiser.lr_at(self.samples);
+            let lr = self.lr_after(self.samples);
             self.apply_batch(lr);
         }
         let Some(pending) = self.pending.take() else {

@@ -196,7 +196,7 @@ impl Trainer {
     /// `head_ok` is false or the guard finds the update could make a parameter non-finite.
     pub(super) fn stage(&mut self, slots: &Slots, head_ok: bool) -> bool {
         debug_assert!(self.pending.is_none());
-        let lr = self.config.optimiser.lr_at(self.samples);
+        let lr = self.lr_after(self.samples);
         for (backup, state) in self.mean_backup.iter_mut().zip(&self.states) {
             backup.copy_from_slice(&state.mean_activity);
         }
