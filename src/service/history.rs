@@ -53,6 +53,16 @@ pub struct HistoryPoint {
     /// `goodness_positive − goodness_negative` per layer: how well each layer tells real data
     /// from negatives.
     pub goodness_gap: Vec<Option<f64>>,
+    /// Running mean negative log-likelihood of the calibrated test-then-train predictions
+    /// (`ffd_prequential_log_loss`); `null` before the first sample.
+    #[schema(example = 0.25)]
+    pub log_loss: Option<f64>,
+    /// Temperature `T` of the probabilities `/classify` serves (`ffd_calibration_temperature`).
+    #[schema(example = 52.0)]
+    pub temperature: f64,
+    /// Drift detections so far (`ffd_drift_detected_total`): where it steps up, drift was
+    /// detected.
+    pub drift_detected: u64,
 }
 
 /// The last `capacity` points, oldest first.
@@ -155,12 +165,13 @@ impl HistorySources {
             .map_or(0.0, |d| d.as_secs_f64());
         let m = &self.metrics;
         let predictions = m.prequential_predictions.get();
-        let (accuracy_rolling, accuracy_cumulative) = if predictions == 0 {
-            (None, None)
+        let (accuracy_rolling, accuracy_cumulative, log_loss) = if predictions == 0 {
+            (None, None, None)
         } else {
             (
                 Some(m.prequential_accuracy.get()),
                 Some(m.prequential_correct.get() as f64 / predictions as f64),
+                Some(m.prequential_log_loss.get()),
             )
         };
         let (goodness_positive, goodness_negative) = self.goodness();
@@ -182,6 +193,9 @@ impl HistorySources {
             goodness_positive,
             goodness_negative,
             goodness_gap,
+            log_loss,
+            temperature: m.calibration_temperature.get(),
+            drift_detected: m.drift_detected.get(),
         }
     }
 
@@ -253,6 +267,9 @@ mod tests {
             goodness_positive: vec![],
             goodness_negative: vec![],
             goodness_gap: vec![],
+            log_loss: None,
+            temperature: 1.0,
+            drift_detected: 0,
         }
     }
 

@@ -237,6 +237,11 @@ fn dashboard_uses_the_provisioned_datasource_and_shows_every_signal() {
         "histogram_quantile(0.99, sum by (le, route) (rate(ffd_http_request_duration_seconds_bucket[5m])))",
         // rejected samples by reason
         "sum by (reason) (increase(ffd_rejected_samples_total[1m]))",
+        // calibration and drift: log-loss, temperature, detections (panel and annotation)
+        "ffd_prequential_log_loss",
+        "ffd_calibration_temperature",
+        "increase(ffd_drift_detected_total[5m])",
+        "changes(ffd_drift_detected_total[1m]) > 0",
     ] {
         assert!(has(fragment), "no dashboard query contains `{fragment}`");
     }

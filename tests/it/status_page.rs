@@ -123,6 +123,11 @@ async fn the_page_is_self_contained_and_its_data_is_bounded() {
         .expect("layer 0 measured");
     let gap = last["goodness_gap"][0].as_f64().expect("a gap");
     assert!((gap - (positive - negative)).abs() < 1e-9);
+    let log_loss = last["log_loss"].as_f64().expect("log-loss after learning");
+    assert!(log_loss.is_finite() && log_loss > 0.0, "{log_loss}");
+    let temperature = last["temperature"].as_f64().expect("a temperature");
+    assert!(temperature > 0.0, "{temperature}");
+    assert_eq!(last["drift_detected"], status["drift"]["detected"]);
 
     for field in fields_read(&html, "status.") {
         assert!(

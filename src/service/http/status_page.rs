@@ -44,6 +44,8 @@ pub struct HistoryResponse {
     pub model_version: u64,
     /// Sleep phases completed.
     pub sleep_cycles: u64,
+    /// Drift detected on the test-then-train errors: the count and the latest detection.
+    pub drift: crate::service::drift::DriftSummary,
     /// Samples waiting in the learn queue.
     pub queue_depth: usize,
     /// Samples the learn queue holds.
@@ -87,6 +89,7 @@ pub async fn history(State(state): State<Arc<AppState>>) -> Json<HistoryResponse
         samples_learned: progress.samples_learned(),
         model_version: snapshot.version,
         sleep_cycles: progress.sleep_cycles(),
+        drift: progress.drift().summary(),
         queue_depth: state.queue.len(),
         queue_capacity: state.queue.capacity(),
         interval_ms: history.interval().as_millis() as u64,

@@ -539,6 +539,16 @@ pub fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
     }
     let mut out = Vec::new();
     walk(&dashboard["panels"], &mut out);
+    for annotation in dashboard["annotations"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(expr) = annotation["expr"].as_str() {
+            let name = annotation["name"].as_str().unwrap_or("(unnamed)");
+            out.push((format!("annotation {name}"), expr.to_owned()));
+        }
+    }
     out
 }
 
