@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntGauge;
 
-/// Longest id accepted, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
+/// Longest id accepted, in characters (Unicode scalar values, as JSON Schema's `maxLength`
+/// counts them): at most 1 KiB of UTF-8.
+pub const MAX_ID_CHARS: usize = 256;
 
 /// Features taken out for learning, with their insertion time (to put them back unchanged if
 /// the request fails).

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use crate::service::metrics::RejectReason;
-use crate::service::pending::{PendingLabels, Taken, MAX_ID_BYTES};
+use crate::service::pending::{PendingLabels, Taken, MAX_ID_CHARS};
 
 /// One labelled sample ready for the learner.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,15 +101,16 @@ pub fn check_features(features: &[f32], inputs: usize) -> Result<(), SampleError
     Ok(())
 }
 
-/// Checks a delayed-label id: 1 to `MAX_ID_BYTES` bytes; the error has index 0.
+/// Checks a delayed-label id: 1 to `MAX_ID_CHARS` characters; the error has index 0.
 pub fn check_id(id: &str) -> Result<(), SampleError> {
-    if id.is_empty() || id.len() > MAX_ID_BYTES {
+    let chars = id.chars().count();
+    if chars == 0 || chars > MAX_ID_CHARS {
         return Err(SampleError {
             index: 0,
             field: "id",
             element: None,
             reason: RejectReason::InvalidId,
-            detail: format!("must have 1 to {MAX_ID_BYTES} bytes, has {}", id.len()),
+            detail: format!("must have 1 to {MAX_ID_CHARS} characters, has {chars}"),
         });
     }
     Ok(())

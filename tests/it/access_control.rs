@@ -1,7 +1,7 @@
 //! Access control: the learn token guards `/learn` and `/admin/*`, the read token `/classify`
 //! and `/v1/model`; probes and `/metrics` stay open unless configured closed. No credentials
-//! get 401 with `WWW-Authenticate: Bearer`, wrong ones 403, and a refused request learns
-//! nothing.
+//! get 401 with `WWW-Authenticate: Bearer`, wrong ones 403, two `Authorization` headers 400,
+//! and a refused request learns nothing.
 use crate::support;
 
 use crate::support::{error_code, sample_json, small_config, start_server_with};
@@ -216,4 +216,65 @@ async fn metrics_and_probes_can_be_closed() {
     let err = ffd::service::Service::start(config, AccessTokens::default())
         .expect_err("closed routes need a token");
     assert!(err.to_string().contains("auth.metrics_open"), "{err}");
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused_on_every_guarded_route() {
+    let s = start_server_with(small_config(), both_tokens(), Some(LEARN)).await;
+    let sample = sample_json(&[0.5; 784], 3);
+    let client = reqwest::Client::new();
+    // Even when the first header holds the right token: a proxy in front could read the other.
+    for (first, second) in [
+        (LEARN, "not-the-token"),
+        ("not-the-token", LEARN),
+        (LEARN, LEARN),
+    ] {
+        for (path, body) in [
+            ("/learn", Some(&sample)),
+            ("/classify", Some(&json!({ "features": vec![0.5; 784] }))),
+            ("/v1/model", None),
+            ("/healthz", None),
+            ("/metrics", None),
+            ("/v2/health/live", None),
+        ] {
+            let mut req = match body {
+                Some(b) => client.post(format!("{}{path}", s.url)).json(b),
+                None => client.get(format!("{}{path}", s.url)),
+            };
+            req = req
+                .header("authorization", format!("Bearer {first}"))
+                .header("authorization", format!("Bearer {second}"));
+            let r = req.send().await.expect("the server answers");
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.expect("a JSON error");
+            assert_eq!(status, 400, "{path}: {body}");
+            // v1 routes answer `{"error": {"code", "message"}}`, v2 routes `{"error": "..."}`.
+            let message = body["error"]["message"]
+                .as_str()
+                .or(body["error"].as_str())
+                .unwrap_or_default();
+            assert!(
+                message.contains("more than one Authorization header"),
+                "{path}: {body}"
+            );
+            if !path.starts_with("/v2") {
+                assert_eq!(body["error"]["code"], "duplicate_authorization", "{path}");
+            }
+        }
+    }
+    let r = client
+        .post(format!("{}/admin/pause", s.url))
+        .header("authorization", format!("Bearer {LEARN}"))
+        .header("authorization", format!("Bearer {LEARN}"))
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(error_code(r).await.1, "duplicate_authorization");
+    let model = s.model().await;
+    assert_eq!(model["last_seq"], 0, "nothing was accepted: {model}");
+    assert_eq!(
+        model["paused"], false,
+        "the admin request was refused: {model}"
+    );
+    s.shutdown().await.expect("clean shutdown");
 }

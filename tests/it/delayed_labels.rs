@@ -34,7 +34,7 @@ async fn classify_with_id_then_learn_the_label() {
     // An id is learned once.
     let r = s.post("/learn", &json!({ "id": "a", "label": y(0) })).await;
     let (status, code, message) = error_code(r).await;
-    assert_eq!((status, code.as_str()), (422, "unknown_id"), "{message}");
+    assert_eq!((status, code.as_str()), (409, "unknown_id"), "{message}");
 
     // A batch of ids; a refused request puts its ids back.
     let r = s
@@ -66,8 +66,13 @@ async fn classify_with_id_then_learn_the_label() {
     let model = s.wait_learned(4).await;
     assert_eq!(model["pending_entries"], 0);
 
-    // Ids must be 1 to 256 bytes.
-    for id in [String::new(), "x".repeat(257)] {
+    // Ids must be 1 to 256 characters, however many bytes those take.
+    let id = "é".repeat(256);
+    let r = s
+        .post("/classify", &json!({ "features": x(0), "id": id }))
+        .await;
+    assert_eq!(r.status(), 200, "256 two-byte characters are a valid id");
+    for id in [String::new(), "x".repeat(257), "é".repeat(257)] {
         let r = s
             .post("/classify", &json!({ "features": x(0), "id": id }))
             .await;
@@ -95,7 +100,7 @@ async fn a_full_pending_map_evicts_the_oldest_id() {
     assert_eq!(s.model().await["pending_entries"], 2);
     let (status, code, _) =
         error_code(s.post("/learn", &json!({ "id": "x", "label": 1 })).await).await;
-    assert_eq!((status, code.as_str()), (422, "unknown_id"));
+    assert_eq!((status, code.as_str()), (409, "unknown_id"));
     for id in ["y", "z"] {
         let r = s.post("/learn", &json!({ "id": id, "label": 1 })).await;
         assert_eq!(r.status(), 202, "{id}");

@@ -1,6 +1,7 @@
 //! Every client error has its status and `{"error": {"code", "message"}}` body: 400 malformed
 //! JSON or wrong shape, 413 too large, 415 wrong content type, 422 a bad sample (the message
-//! names its index and field), 404/405 for unknown routes. A rejected request is rejected
+//! names its index and field) or an empty batch, 409 a delayed label for an id the service does
+//! not hold, 404/405 for unknown routes. A rejected request is rejected
 //! whole: nothing of it is queued or learned, and it gets no sequence number.
 //! (429 is in `backpressure.rs`, 503 in `graceful_shutdown.rs`.)
 
@@ -165,8 +166,18 @@ async fn every_error_has_its_status_and_learns_nothing() {
     let r = s
         .post("/learn", &json!({ "id": "never-classified", "label": 1 }))
         .await;
-    let message = expect(r, 422, "unknown_id").await;
+    let message = expect(r, 409, "unknown_id").await;
     assert!(message.contains("never-classified"), "{message}");
+    // An empty batch has nothing to learn or classify.
+    for path in ["/learn", "/classify"] {
+        let message = expect(
+            s.post(path, &json!({ "samples": [] })).await,
+            422,
+            "empty_batch",
+        )
+        .await;
+        assert!(message.contains("`samples` is empty"), "{path}: {message}");
+    }
     let r = s
         .post(
             "/classify",
@@ -214,6 +225,10 @@ async fn every_error_has_its_status_and_learns_nothing() {
     assert_eq!(
         m("ffd_http_requests_total{route=\"/learn\",status=\"422\"}"),
         5.0
+    );
+    assert_eq!(
+        m("ffd_http_requests_total{route=\"/learn\",status=\"409\"}"),
+        1.0
     );
     assert_eq!(
         m("ffd_http_requests_total{route=\"unmatched\",status=\"404\"}"),

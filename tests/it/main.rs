@@ -34,6 +34,7 @@ mod metrics_format;
 mod model_file;
 mod ndjson_stream;
 mod no_alloc;
+mod openapi_conformance;
 mod openapi_routes;
 mod replay_client;
 mod request_fuzz;

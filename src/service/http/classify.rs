@@ -96,8 +96,9 @@ pub enum ClassifyResponse {
         (status = 408, description = "The body was too slow.", body = ErrorBody),
         (status = 413, description = "Body or batch over its limit.", body = ErrorBody),
         (status = 415, description = "Not JSON.", body = ErrorBody),
-        (status = 422, description = "Wrong feature count, a non-finite value or a bad id.", body = ErrorBody,
+        (status = 422, description = "Wrong feature count, a non-finite value, a bad id or an empty batch.", body = ErrorBody,
             example = json!({"error": {"code": "invalid_features", "message": "sample 0: `features` has 783 values, expected 784"}})),
+        (status = 500, description = "An unexpected failure.", body = ErrorBody),
     )
 )]
 pub async fn classify(
@@ -110,6 +111,11 @@ pub async fn classify(
     let request: ClassifyRequest =
         read_json(&headers, body, limit, state.request_timeout()).await?;
     let (items, batch) = request.into_items()?;
+    if items.is_empty() {
+        return Err(ApiError::EmptyBatch(
+            "`samples` is empty: a batch needs at least one sample".into(),
+        ));
+    }
     let max = state.config.http.max_batch_samples;
     if items.len() > max {
         return Err(ApiError::TooLarge(format!(

@@ -60,6 +60,8 @@ error_codes! {
         "The body could not be read (the connection broke, or the body is malformed).";
     InvalidInferenceRequest => "invalid_inference_request", BAD_REQUEST,
         "v2 only: an inference request with a wrong input name, datatype, shape, data or output.";
+    DuplicateAuthorization => "duplicate_authorization", BAD_REQUEST,
+        "More than one `Authorization` header: which one holds the credentials is ambiguous.";
     Unauthorized => "unauthorized", UNAUTHORIZED,
         "No `Authorization: Bearer <token>` header, and the route needs one (`WWW-Authenticate: Bearer` is set).";
     Forbidden => "forbidden", FORBIDDEN,
@@ -74,6 +76,8 @@ error_codes! {
         "The body (or an NDJSON line) did not arrive within `http.request_timeout_ms`.";
     DurabilityDisabled => "durability_disabled", CONFLICT,
         "`/admin/checkpoint` while `durability.enabled = false`.";
+    UnknownId => "unknown_id", CONFLICT,
+        "A delayed label for an id that `/classify` did not keep, or that expired (the request is valid, the service's state does not hold the id).";
     PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE,
         "A body, batch or NDJSON line over `http.max_body_bytes`, `http.max_batch_samples` or `http.max_line_bytes`.";
     UnsupportedMediaType => "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE,
@@ -86,10 +90,10 @@ error_codes! {
         "A finite feature beyond ±1e15.";
     InvalidLabel => "invalid_label", UNPROCESSABLE_ENTITY,
         "A label outside `0..network.classes`.";
-    UnknownId => "unknown_id", UNPROCESSABLE_ENTITY,
-        "A delayed label for an id that `/classify` did not keep, or that expired.";
     InvalidId => "invalid_id", UNPROCESSABLE_ENTITY,
-        "An id that is empty or longer than 256 bytes.";
+        "An id that is empty or longer than 256 characters.";
+    EmptyBatch => "empty_batch", UNPROCESSABLE_ENTITY,
+        "A batch without samples (`{\"samples\": []}`): nothing to learn or classify.";
     InvalidSample => "invalid_sample", UNPROCESSABLE_ENTITY,
         "A sample refused for another reason.";
     QueueFull => "queue_full", TOO_MANY_REQUESTS,
@@ -218,6 +222,12 @@ pub enum ApiError {
     /// A v2 inference request that does not fit the model's tensors.
     #[error("{0}")]
     InvalidInference(String),
+    /// More than one `Authorization` header.
+    #[error("the request has more than one Authorization header; send exactly one")]
+    DuplicateAuthorization,
+    /// A batch without samples.
+    #[error("{0}")]
+    EmptyBatch(String),
     /// A v2 model name other than `ffd`.
     #[error("{0}")]
     UnknownModel(String),
@@ -349,6 +359,8 @@ impl ApiError {
             Self::BodyRead(_) => ErrorCode::BodyReadFailed,
             Self::InvalidInference(_) => ErrorCode::InvalidInferenceRequest,
             Self::UnknownModel(_) => ErrorCode::UnknownModel,
+            Self::DuplicateAuthorization => ErrorCode::DuplicateAuthorization,
+            Self::EmptyBatch(_) => ErrorCode::EmptyBatch,
             Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             Self::InvalidSample { error, .. } => ErrorCode::of_sample(error.reason),

@@ -1,7 +1,7 @@
 //! The route guards: bearer-token checks, one [`Guard`] per route group, run before the handler
-//! reads the body: a refused request costs a header lookup and a hash, and learns nothing. No
-//! credentials → 401 with `WWW-Authenticate: Bearer`; credentials that do not grant the route
-//! → 403. The refusal is an [`ApiError`]; a router that answers errors in another shape (`/v2`)
+//! reads the body: a refused request costs a header lookup and a hash, and learns nothing. More
+//! than one `Authorization` header → 400 on every guarded route; no credentials → 401 with
+//! `WWW-Authenticate: Bearer`; credentials that do not grant the route → 403. The refusal is an [`ApiError`]; a router that answers errors in another shape (`/v2`)
 //! re-renders it, so this module knows no route. The presented token is never logged or
 //! echoed. (The tokens themselves live in `service::auth`.)
 
@@ -48,6 +48,16 @@ pub async fn require(
 
 /// Whether `headers` satisfy `guard` under the state's tokens and `[auth]` settings.
 pub fn check(state: &AppState, guard: Guard, headers: &HeaderMap) -> Result<(), ApiError> {
+    // Whether or not the route needs a token: with two headers, a proxy and the service could
+    // each read a different one.
+    if headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(ApiError::DuplicateAuthorization);
+    }
     let tokens = &state.access;
     let readers = || [tokens.read.as_ref(), tokens.learn.as_ref()];
     match guard {

@@ -184,6 +184,7 @@ pub struct RecoveryStatus {
 /// `GET /v1/model`.
 #[utoipa::path(get, path = "/v1/model", tag = TAG_HEALTH, responses(
     (status = 200, description = "The model's shape, the learner's progress and the effective configuration.", body = ModelInfo),
+    (status = 500, description = "An unexpected failure.", body = ErrorBody),
 ))]
 pub async fn model(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let snapshot = state.snapshots.load();

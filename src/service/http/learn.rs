@@ -30,6 +30,7 @@ pub struct LearnRequest {
     /// A delayed label: the id an earlier `/classify` kept the features under; with `label`.
     id: Option<String>,
     /// The class, `0..network.classes`.
+    #[serde(default, deserialize_with = "optional_integer")]
     label: Option<i64>,
     /// A batch (at most `http.max_batch_samples`): all queued, or none.
     samples: Option<Vec<LearnSample>>,
@@ -45,6 +46,7 @@ pub struct LearnSample {
     /// A delayed label's id; or `features`.
     id: Option<String>,
     /// The class, `0..network.classes`.
+    #[serde(deserialize_with = "integer")]
     label: i64,
 }
 
@@ -88,10 +90,12 @@ impl LearnResponse {
         (status = 408, description = "The body was too slow.", body = ErrorBody),
         (status = 413, description = "Body, batch or line over its limit.", body = ErrorBody),
         (status = 415, description = "Neither JSON nor NDJSON.", body = ErrorBody),
-        (status = 422, description = "A bad sample: nothing of the request is queued (a stream keeps the lines before it; `accepted` says how many).", body = ErrorBody,
+        (status = 409, description = "A delayed label for an id the service does not hold (never kept, used, evicted or expired): nothing of the request is queued.", body = ErrorBody),
+        (status = 422, description = "A bad sample, or an empty batch: nothing of the request is queued (a stream keeps the lines before it; `accepted` says how many).", body = ErrorBody,
             example = json!({"error": {"code": "invalid_label", "message": "sample 1: `label` is 12, expected 0..10"}})),
         (status = 429, description = "The learn queue is full; retry after `Retry-After` seconds.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 500, description = "The write-ahead log cannot be written (nothing is acknowledged), or an unexpected failure.", body = ErrorBody),
         (status = 503, description = "Shutting down, or the learner is gone.", body = ErrorBody),
     )
 )]
@@ -115,6 +119,11 @@ async fn learn_json(
     let request: LearnRequest = read_json(headers, body, limit, state.request_timeout()).await?;
     let inputs = request.into_inputs()?;
     let n = inputs.len();
+    if n == 0 {
+        return Err(ApiError::EmptyBatch(
+            "`samples` is empty: a batch needs at least one sample".into(),
+        ));
+    }
     let max = state.config.http.max_batch_samples;
     if n > max {
         state.metrics.reject(RejectReason::TooLarge, n);
@@ -369,4 +378,26 @@ fn features_or_id(
             "{at}: missing field `features` (or `id` for a delayed label)"
         ))),
     }
+}
+
+/// A label read as JSON Schema reads an integer (the OpenAPI document says `integer`): `3` and
+/// `3.0` alike; `3.5`, or a value beyond `i64`, is refused.
+fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(deserializer)?;
+    n.as_i64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
+                .map(|f| f as i64)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("invalid label {n}, expected an integer")))
+}
+
+/// [`integer`], or `null` (absent).
+fn optional_integer<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "integer")] i64);
+    Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(n)| n))
 }

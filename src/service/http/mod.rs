@@ -229,9 +229,9 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
     RouteGroups::new().assemble(None)
 }
 
-/// The OpenAPI document of every route [`router`] serves.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().into_openapi()
+/// The OpenAPI document of every route [`router`] serves with `config`: `/openapi.json`.
+pub fn openapi(config: &Config) -> serde_json::Value {
+    openapi::exact_document(&api().into_openapi(), openapi::Limits::of(config))
 }
 
 /// The service's routes. Layers, outermost first: tracing (a span per request), then metrics
@@ -245,6 +245,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         state: Arc::clone(&state),
     };
     let (routes, document) = RouteGroups::new().assemble(Some(&layers)).split_for_parts();
+    let document = openapi::exact_document(&document, openapi::Limits::of(&state.config));
     routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

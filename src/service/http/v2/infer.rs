@@ -62,6 +62,7 @@ struct Wanted {
         (status = 404, description = "No such model.", body = V2ErrorBody),
         (status = 408, description = "The body was too slow.", body = V2ErrorBody),
         (status = 413, description = "The body is over `http.max_body_bytes`.", body = V2ErrorBody),
+        (status = 500, description = "An unexpected failure.", body = V2ErrorBody),
     )
 )]
 pub async fn model_infer(

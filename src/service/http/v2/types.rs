@@ -100,9 +100,10 @@ pub struct InferInput {
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
     /// `N × D` numbers, flat in row-major order or nested `[[...], ...]`; absent with
-    /// `binary_data_size`.
+    /// `binary_data_size`. (The served document states the exact shapes for the configured
+    /// sizes: `openapi::exact_document`.)
     #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<f64>>)]
     pub data: Option<Value>,
 }
 
@@ -147,13 +148,15 @@ pub struct OutputTensor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
-    /// Row-major values (absent for a binary output).
+    /// Row-major values (absent for a binary output): integers for `INT64`, numbers for `FP32`;
+    /// documented as one number array, which both validate against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<f64>>)]
     pub data: Option<TensorData>,
 }
 
 /// Output values.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TensorData {
     /// `INT64` classes.
