@@ -7,6 +7,7 @@
 //! cargo run --release --example durability_bench -- checkpoint MNIST_DIR
 //! cargo run --release --example durability_bench -- restart    MNIST_DIR
 //! cargo run --release --example durability_bench -- recovery   MNIST_DIR [CYCLES]
+//! cargo run --release --example durability_bench -- damage     MNIST_DIR [KIND...]
 //! ```
 //!
 //! MNIST_DIR holds the four standard IDX files (see README.md). The server binary is
@@ -28,6 +29,16 @@
 //! - `recovery`: the default settings (checkpoint cadence, queue), 4 clients streaming as fast
 //!   as the server takes for 10–25 s, `kill -9`, restart: the backlog found and the time until
 //!   `/readyz` answers 200 (the backlog learned). CYCLES (default 5) times.
+//! - `damage`: per kind of file damage (default: every kind, see [`Damage`]): a server with
+//!   small WAL segments and frequent checkpoints learns 4 000 samples, takes 1 500 more with the
+//!   learner paused (in the WAL only), is killed with `kill -9`; its files are damaged; it
+//!   restarts and replays. Compares the acknowledged samples the damage destroyed (those no
+//!   intact WAL record or intact checkpoint holds, from the files themselves) with those
+//!   recovery lost (acknowledged − learned) and with what `/v1/model`'s `recovery` reports, and
+//!   checks that the next sequence number is above every acknowledged one.
+//!
+//! `soak` and `damage` end with `RESULT ...` lines (`key=value`), which
+//! `bench/reliability.py` reads.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -39,6 +50,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ffd::data::idx::{load_mnist, Dataset};
 use rand::{Rng, SeedableRng};
+
+#[path = "damage.rs"]
+mod damage;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -271,6 +285,7 @@ async fn soak(mnist: &Path, cycles: usize) -> Result<()> {
     let client = client()?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let (mut acked_total, mut highest_acked, mut in_flight_total) = (0u64, 0u64, 0u64);
+    let mut acked_seqs: Vec<u64> = Vec::new();
     // Ready while recovering: the odd cycles' kills must land during the replay.
     let env = [
         ("FFD_LEARNER__QUEUE_CAPACITY", "20000"),
@@ -293,6 +308,7 @@ async fn soak(mnist: &Path, cycles: usize) -> Result<()> {
         server.kill_9()?;
         let acked = sender.await?;
         acked_total += 100 * acked.len() as u64;
+        acked_seqs.extend(&acked);
         highest_acked = highest_acked.max(acked.iter().copied().max().unwrap_or(0));
         in_flight_total += in_flight.load(Ordering::SeqCst);
 
@@ -316,6 +332,18 @@ async fn soak(mnist: &Path, cycles: usize) -> Result<()> {
             && highest_acked <= learned_seq
             && learned >= acked_total
             && learned - acked_total <= in_flight_total;
+        // Acknowledged samples not learned (numbered above what was learned), and samples
+        // learned more often than numbered.
+        let lost = acked_seqs
+            .iter()
+            .map(|&s| s.saturating_sub(learned_seq).min(100))
+            .sum::<u64>();
+        let duplicated = learned.saturating_sub(learned_seq);
+        if !ok || cycle == cycles {
+            println!(
+                "RESULT soak cycles={cycle} clients=4 acknowledged={acked_total} lost={lost} duplicated={duplicated} in_flight={in_flight_total}"
+            );
+        }
         if !ok {
             return Err(format!("cycle {cycle} violates the guarantee: {m}").into());
         }
@@ -594,7 +622,7 @@ async fn recovery(mnist: &Path, cycles: usize) -> Result<()> {
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let usage =
-        "usage: durability_bench soak|ingest|checkpoint|restart|recovery MNIST_DIR [CYCLES]";
+        "usage: durability_bench soak|ingest|checkpoint|restart|recovery|damage MNIST_DIR [CYCLES|KIND...]";
     let (cmd, mnist) = match (args.get(1), args.get(2)) {
         (Some(c), Some(m)) => (c.as_str(), Path::new(m)),
         _ => return Err(usage.into()),
@@ -605,6 +633,7 @@ async fn main() -> Result<()> {
         "checkpoint" => checkpoint(mnist).await,
         "restart" => restart(mnist).await,
         "recovery" => recovery(mnist, args.get(3).map_or(Ok(5), |c| c.parse())?).await,
+        "damage" => damage::run(mnist, &args[3..]).await,
         _ => Err(usage.into()),
     }
 }
