@@ -57,11 +57,10 @@ impl Damage {
     }
 }
 
-/// Samples learned before the kill (checkpoints every [`CHECKPOINT_EVERY`]) and acknowledged
+/// Samples learned before the kill (a checkpoint every 1 000) and acknowledged
 /// after it with the learner paused.
 const LEARNED: usize = 4_000;
 const UNLEARNED: usize = 1_500;
-const CHECKPOINT_EVERY: u64 = 1_000;
 const GARBAGE: usize = 4096;
 /// Environment of the servers: small segments, so that damage hits one of many; a small
 /// network, so that learning is quick.

@@ -284,20 +284,23 @@ async fn every_answer_of_every_route_validates_and_every_example_is_taken() {
     s.shutdown().await.expect("clean shutdown");
 }
 
-/// The largest JSON number the document allows as a feature, and the next one up.
+/// A JSON number the document allows as a feature at its upper bound, and one it does not.
 fn feature_edges(doc: &Document) -> (f64, f64) {
     let item = &doc.0["components"]["schemas"]["Features"]["items"];
     let max = item["maximum"]
         .as_f64()
         .or_else(|| item["exclusiveMaximum"].as_f64())
         .expect("a feature bound");
+    // Integers, which every JSON parser reads exactly: the bound is one (a midpoint between two
+    // 32-bit floats of this size), and a non-integer within one 64-bit step of it may be read
+    // off by that step.
     let inside = if item["maximum"].is_number() {
         max
     } else {
-        f64::from_bits(max.to_bits() - 1)
+        max - 1.0
     };
     let outside = if item["maximum"].is_number() {
-        f64::from_bits(max.to_bits() + 1)
+        max + 1.0
     } else {
         max
     };
