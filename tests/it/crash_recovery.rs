@@ -281,6 +281,9 @@ async fn a_restart_is_not_ready_until_the_backlog_is_learned() {
     assert_eq!(body["recovering"], true, "{body}");
     assert!(body["backlog"].as_u64().is_some_and(|b| b > 0), "{body}");
     assert_eq!(body["error"]["code"], "not_ready");
+    // Exactly the documented `ReadinessError` (unknown fields refused): /openapi.json says so.
+    serde_json::from_value::<ffd::service::http::health::ReadinessError>(body.clone())
+        .unwrap_or_else(|e| panic!("not the documented 503 body: {e}: {body}"));
     let m = server.model(&client).await;
     let recovery = &m["recovery"];
     assert_eq!(recovery["recovering"], true, "{m}");

@@ -224,7 +224,11 @@ fn every_operation_documents_its_responses_and_errors() {
                         ]
                         .as_slice()
                     } else {
-                        ["#/components/schemas/ErrorBody"].as_slice()
+                        [
+                            "#/components/schemas/ErrorBody",
+                            "#/components/schemas/ReadinessError",
+                        ]
+                        .as_slice()
                     };
                     assert!(
                         expected.contains(&schema),

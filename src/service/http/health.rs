@@ -7,13 +7,13 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::ff::ScheduleMode;
 use crate::service::config::Config;
-use crate::service::http::error::{ApiError, ErrorBody, ErrorMessage};
+use crate::service::http::error::{ApiError, ErrorBody, ErrorDetail, ErrorMessage};
 use crate::service::http::json::Json;
 use crate::service::http::openapi::TAG_HEALTH;
 use crate::service::http::AppState;
@@ -81,25 +81,27 @@ pub fn readiness(state: &AppState) -> Result<(), Unready> {
 /// many records are left (`backlog`).
 #[utoipa::path(get, path = "/readyz", tag = TAG_HEALTH, responses(
     (status = 200, description = "Ready to learn and classify.", body = Object, example = json!({"status": "ready", "recovering": false, "backlog": 0})),
-    (status = 503, description = "Shutting down, the learner is not running, the write-ahead log cannot be written, or the WAL backlog is being replayed after a restart (`recovering`, unless `durability.ready_while_recovering`).", body = ErrorBody,
+    (status = 503, description = "Shutting down, the learner is not running, the write-ahead log cannot be written, or the WAL backlog is being replayed after a restart (`recovering`, unless `durability.ready_while_recovering`).", body = ReadinessError,
         example = json!({"error": {"code": "not_ready", "message": "not ready: recovering: 5120 write-ahead log records left to replay"}, "recovering": true, "backlog": 5120})),
 ))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> axum::response::Response {
     let backlog = state.queue.backlog();
-    let recovery = json!({ "recovering": backlog > 0, "backlog": backlog });
     match readiness(&state) {
-        Ok(()) => {
-            let mut body = json!({ "status": "ready" });
-            extend(&mut body, recovery);
-            Json(body).into_response()
-        }
+        Ok(()) => Json(json!({ "status": "ready", "recovering": backlog > 0, "backlog": backlog }))
+            .into_response(),
         Err(why) => {
-            // The error body of `not_ready`, with the recovery fields beside `error`.
             let error = ApiError::NotReady(why);
             let message = error.to_string();
-            let mut body =
-                json!({ "error": { "code": error.code().as_str(), "message": message } });
-            extend(&mut body, recovery);
+            let body = ReadinessError {
+                error: ErrorDetail {
+                    code: error.code(),
+                    message: message.clone(),
+                    accepted: None,
+                    last_seq: None,
+                },
+                recovering: backlog > 0,
+                backlog,
+            };
             let mut response = (error.code().status(), Json(body)).into_response();
             response.extensions_mut().insert(ErrorMessage(message));
             response
@@ -107,10 +109,17 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> axum::response::Respo
     }
 }
 
-fn extend(body: &mut Value, more: Value) {
-    if let (Some(b), Value::Object(m)) = (body.as_object_mut(), more) {
-        b.extend(m);
-    }
+/// The `/readyz` 503 body: the `not_ready` error body with the recovery fields of the 200 body
+/// beside `error`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessError {
+    /// Why the service is not ready (code `not_ready`).
+    pub error: ErrorDetail,
+    /// Whether the WAL backlog recovered at start is still being replayed.
+    pub recovering: bool,
+    /// WAL records left to replay.
+    pub backlog: u64,
 }
 
 /// The `/v1/model` body.

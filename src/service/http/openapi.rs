@@ -190,9 +190,10 @@ pub fn document_error_codes(document: &mut utoipa::openapi::OpenApi) {
                     .content
                     .get(JSON)
                     .and_then(|c| c.schema.as_ref())
-                    .is_some_and(
-                        |s| matches!(s, RefOr::Ref(r) if r.ref_location.ends_with("/ErrorBody")),
-                    );
+                    .is_some_and(|s| {
+                        matches!(s, RefOr::Ref(r) if r.ref_location.ends_with("/ErrorBody")
+                            || r.ref_location.ends_with("/ReadinessError"))
+                    });
                 let Ok(status) = axum::http::StatusCode::from_bytes(status.as_bytes()) else {
                     continue;
                 };
