@@ -23,6 +23,8 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q 'version 4\.'; the
 fi
 
 work=$(mktemp -d)
+# Made before the server starts: the wait below reads it, perhaps before the server's shell has.
+: >"$work/server.log"
 learn_token=schemathesis-learn-token
 read_token=schemathesis-read-token
 FFD_LEARN_TOKEN=$learn_token FFD_READ_TOKEN=$read_token \

@@ -284,27 +284,21 @@ async fn every_answer_of_every_route_validates_and_every_example_is_taken() {
     s.shutdown().await.expect("clean shutdown");
 }
 
-/// A JSON number the document allows as a feature at its upper bound, and one it does not.
+/// The largest feature the document allows and the smallest it refuses: 64-bit floats one step
+/// apart at its bound, which is not an integer's distance (JSON encoders, serde_json's included,
+/// write them as the shortest decimal that reads back as the same float: `1000000020545535.9`).
 fn feature_edges(doc: &Document) -> (f64, f64) {
     let item = &doc.0["components"]["schemas"]["Features"]["items"];
-    let max = item["maximum"]
-        .as_f64()
-        .or_else(|| item["exclusiveMaximum"].as_f64())
-        .expect("a feature bound");
-    // Integers, which every JSON parser reads exactly: the bound is one (a midpoint between two
-    // 32-bit floats of this size), and a non-integer within one 64-bit step of it may be read
-    // off by that step.
-    let inside = if item["maximum"].is_number() {
-        max
-    } else {
-        max - 1.0
+    let step = |x: f64, up: bool| {
+        assert!(x > 0.0);
+        f64::from_bits(if up { x.to_bits() + 1 } else { x.to_bits() - 1 })
     };
-    let outside = if item["maximum"].is_number() {
-        max + 1.0
+    if let Some(max) = item["maximum"].as_f64() {
+        (max, step(max, true))
     } else {
-        max
-    };
-    (inside, outside)
+        let max = item["exclusiveMaximum"].as_f64().expect("a feature bound");
+        (step(max, false), max)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,6 +423,41 @@ async fn the_document_accepts_exactly_what_the_server_takes() {
         }
     }
     assert!(checked > 50);
+
+    // The same edges by name: each number at the bound is read as the 64-bit float it was
+    // written from and rounded once to 32 bits, so the last one inside is taken and the first one
+    // outside is refused as out of range; a number beyond the 32-bit range is not finite.
+    for path in ["/learn", "/classify"] {
+        for (value, want) in [
+            (json!(inside), None),
+            (json!(-inside), None),
+            (json!(outside), Some("feature_out_of_range")),
+            (json!(-outside), Some("feature_out_of_range")),
+            (json!(1e39), Some("non_finite_feature")),
+            (json!(-1e39), Some("non_finite_feature")),
+        ] {
+            let mut features = f(0.5);
+            features[2] = value.clone();
+            let body = match path {
+                "/learn" => json!({"features": features, "label": 0}),
+                _ => json!({"features": features}),
+            };
+            let r = s.post(path, &body).await;
+            let status = r.status().as_u16();
+            let text = r.text().await.expect("a body");
+            match want {
+                None => assert!(
+                    (200..300).contains(&status),
+                    "{path} {value}: {status} {text}"
+                ),
+                Some(code) => {
+                    assert_eq!(status, 422, "{path} {value}: {text}");
+                    let got: Value = serde_json::from_str(&text).expect("a JSON error");
+                    assert_eq!(got["error"]["code"], code, "{path} {value}: {text}");
+                }
+            }
+        }
+    }
     s.shutdown().await.expect("clean shutdown");
 }
 

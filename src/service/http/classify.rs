@@ -21,6 +21,7 @@ use utoipa::ToSchema;
 use crate::ff::{Classifier, Scores};
 use crate::service::http::error::{ApiError, ErrorBody, Position};
 use crate::service::http::extract::{body_kind, read_json, BodyKind};
+use crate::service::http::features;
 use crate::service::http::json::Json;
 use crate::service::http::AppState;
 use crate::service::sample::{check_id, FeatureRows, SampleError};
@@ -35,6 +36,7 @@ const INLINE_MAX: usize = 4;
 #[schema(example = json!({"features": [0.0, 0.5, 1.0]}))]
 pub struct ClassifyRequest {
     /// One sample's features (`network.inputs` finite numbers).
+    #[serde(default, deserialize_with = "features::optional")]
     features: Option<Vec<f32>>,
     /// Keep the features under this id for a later `/learn {"id", "label"}`.
     id: Option<String>,
@@ -47,6 +49,7 @@ pub struct ClassifyRequest {
 #[serde(deny_unknown_fields)]
 pub struct ClassifyItem {
     /// The features (`network.inputs` finite numbers).
+    #[serde(deserialize_with = "features::required")]
     features: Vec<f32>,
     /// Keep the features under this id for a delayed label.
     id: Option<String>,

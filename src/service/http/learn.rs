@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use crate::service::http::error::{ApiError, ErrorBody, Position};
 use crate::service::http::extract::{body_kind, read_json, BodyKind, Lines};
+use crate::service::http::features;
 use crate::service::http::json::Json;
 use crate::service::http::AppState;
 use crate::service::metrics::RejectReason;
@@ -26,6 +27,7 @@ use crate::service::sample::{Features, LabelledInput, ValidatedBatch};
 #[schema(example = json!({"features": [0.0, 0.5, 1.0], "label": 3}))]
 pub struct LearnRequest {
     /// One sample's features (`network.inputs` finite numbers); with `label`.
+    #[serde(default, deserialize_with = "features::optional")]
     features: Option<Vec<f32>>,
     /// A delayed label: the id an earlier `/classify` kept the features under; with `label`.
     id: Option<String>,
@@ -42,6 +44,7 @@ pub struct LearnRequest {
 #[schema(example = json!({"features": [0.0, 0.5, 1.0], "label": 3}))]
 pub struct LearnSample {
     /// The features (`network.inputs` finite numbers); or `id`.
+    #[serde(default, deserialize_with = "features::optional")]
     features: Option<Vec<f32>>,
     /// A delayed label's id; or `features`.
     id: Option<String>,

@@ -12,6 +12,7 @@ pub mod classify;
 pub mod connection;
 pub mod error;
 pub mod extract;
+pub mod features;
 pub mod guard;
 pub mod health;
 pub mod json;

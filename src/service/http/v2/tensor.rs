@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::service::http::error::ApiError;
+use crate::service::http::features;
 use crate::service::sample::FeatureRows;
 
 use super::types::{InferInput, TensorData};
@@ -144,11 +145,11 @@ fn decode_le(
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         );
     } else {
-        out.extend(
-            bytes.chunks_exact(8).map(|b| {
-                f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
-            }),
-        );
+        out.extend(bytes.chunks_exact(8).map(|b| {
+            features::narrow(f64::from_le_bytes([
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+            ]))
+        }));
     }
     Ok(rows)
 }
@@ -201,10 +202,10 @@ fn flatten(data: &Value, batch: i64, width: usize, out: &mut Vec<f32>) -> Result
     Ok(rows)
 }
 
-/// One JSON number as `f32` (a value beyond FP32's range becomes infinite, refused later).
+/// One JSON number as a feature (a value beyond FP32's range becomes infinite, refused later).
 fn number(v: &Value, at: usize) -> Result<f32, String> {
     v.as_f64()
-        .map(|x| x as f32)
+        .map(features::narrow)
         .ok_or_else(|| format!("`data` value {at} is not a number: {v}"))
 }
 
