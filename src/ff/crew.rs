@@ -12,14 +12,17 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-/// Work for one helper, borrowed from the caller of [`Crew::run`] for the duration of the call.
-pub(crate) type Job<'a> = Box<dyn FnOnce() + Send + 'a>;
+/// Work shared by the caller of [`Crew::run`] and the helpers, borrowed for the duration of the
+/// call: `task(part)` does part `part`. A borrowed `Fn` plus an index, not boxed closures, so a
+/// meeting allocates nothing (the per-sample path must not: `tests/it/no_alloc.rs`).
+pub(crate) type Task<'a> = &'a (dyn Fn(usize) + Sync + 'a);
 
 /// What a helper holds.
 enum State {
     Idle,
-    Work(Job<'static>),
-    /// Finished; `true` if the job panicked.
+    /// The shared task and the part this helper does.
+    Work(Task<'static>, usize),
+    /// Finished; `true` if the part panicked.
     Done(bool),
     Quit,
 }
@@ -31,7 +34,7 @@ struct Slot {
 
 impl Slot {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A job's panic is caught outside the lock, so the lock is never poisoned by one; if
+        // A part's panic is caught outside the lock, so the lock is never poisoned by one; if
         // it ever were, the state inside is still consistent (every write is one assignment).
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -92,35 +95,28 @@ impl Crew {
         self.slots.len()
     }
 
-    /// Runs `local` on the calling thread and each of `jobs` on a helper of its own (at most
-    /// [`Crew::helpers`] of them; any beyond run on the calling thread), and returns once all
-    /// have finished. A panic in any job is raised here after all have finished.
-    pub(crate) fn run<'a>(&self, jobs: Vec<Job<'a>>, local: impl FnOnce()) {
+    /// Runs `task(0)`, …, `task(parts - 1)`, part 0 on the calling thread and parts 1.. on a
+    /// helper each (parts beyond [`Crew::helpers`] on the calling thread too), and returns once
+    /// all have finished. A panic in any part is raised here after all have finished.
+    pub(crate) fn run(&self, parts: usize, task: Task<'_>) {
         let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let mut handed = 0;
-        let mut rest = Vec::new();
-        for job in jobs {
-            match self.slots.get(handed) {
-                Some(slot) => {
-                    // SAFETY: the job borrows data that outlives this call, and this call does
-                    // not return (nor unwind) before the helper has finished the job and
-                    // dropped it: `Wait` below blocks until every handed job reports `Done`,
-                    // also when `local` or another job panics.
-                    let job: Job<'static> = unsafe { std::mem::transmute::<Job<'a>, _>(job) };
-                    *slot.lock() = State::Work(job);
-                    slot.changed.notify_all();
-                    handed += 1;
-                }
-                None => rest.push(job),
-            }
+        let handed = parts.saturating_sub(1).min(self.slots.len());
+        for (i, slot) in self.slots[..handed].iter().enumerate() {
+            // SAFETY: `task` borrows data that outlives this call, and this call does not
+            // return (nor unwind) before every helper given it has finished and let go of it:
+            // `Wait` below blocks until each handed part reports `Done`, also when the calling
+            // thread's parts panic.
+            let task: Task<'static> = unsafe { std::mem::transmute::<Task<'_>, _>(task) };
+            *slot.lock() = State::Work(task, i + 1);
+            slot.changed.notify_all();
         }
         let wait = Wait {
             slots: &self.slots[..handed],
         };
-        let local_result = panic::catch_unwind(AssertUnwindSafe(move || {
-            local();
-            for job in rest {
-                job();
+        let local_result = panic::catch_unwind(AssertUnwindSafe(|| {
+            task(0);
+            for part in handed + 1..parts {
+                task(part);
             }
         }));
         let helper_panicked = wait.finish();
@@ -128,12 +124,12 @@ impl Crew {
             panic::resume_unwind(payload);
         }
         if helper_panicked {
-            panic!("a helper thread's job panicked");
+            panic!("a helper thread's part panicked");
         }
     }
 }
 
-/// Blocks until every handed job is done, on `finish` or when dropped (unwinding).
+/// Blocks until every handed part is done, on `finish` or when dropped (unwinding).
 struct Wait<'s> {
     slots: &'s [Arc<Slot>],
 }
@@ -182,14 +178,14 @@ impl Drop for Crew {
     }
 }
 
-/// A helper's loop: wait for work, do it, report, until told to quit.
+/// A helper's loop: wait for a part, do it, report, until told to quit.
 fn serve(slot: &Slot) {
     let mut state = slot.lock();
     loop {
         match std::mem::replace(&mut *state, State::Idle) {
-            State::Work(job) => {
+            State::Work(task, part) => {
                 drop(state);
-                let panicked = panic::catch_unwind(AssertUnwindSafe(job)).is_err();
+                let panicked = panic::catch_unwind(AssertUnwindSafe(|| task(part))).is_err();
                 state = slot.lock();
                 *state = State::Done(panicked);
                 slot.changed.notify_all();
@@ -207,38 +203,40 @@ fn serve(slot: &Slot) {
 mod tests {
     use super::*;
 
-    /// Every job runs exactly once and the caller sees its writes, for more jobs than helpers
-    /// too; a crew is reusable.
+    /// Every part runs exactly once and the caller sees its writes, for more parts than
+    /// helpers too; a crew is reusable.
     #[test]
-    fn runs_every_job_once() {
+    fn runs_every_part_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
         let crew = Crew::new(2);
         for round in 0..50 {
-            let mut out = vec![0usize; 5];
-            let (first, rest) = out.split_at_mut(1);
-            let jobs: Vec<Job<'_>> = rest
-                .iter_mut()
-                .enumerate()
-                .map(|(i, o)| Box::new(move || *o += i + 1 + round) as Job<'_>)
-                .collect();
-            crew.run(jobs, || first[0] += round);
+            let out: Vec<AtomicUsize> = (0..5).map(|_| AtomicUsize::new(0)).collect();
+            crew.run(5, &|part| {
+                out[part].fetch_add(part + round, Ordering::Relaxed);
+            });
+            let out: Vec<usize> = out.into_iter().map(AtomicUsize::into_inner).collect();
             assert_eq!(out, vec![round, round + 1, round + 2, round + 3, round + 4]);
         }
     }
 
-    /// A panicking job is reported to the caller, after every other job has finished, and the
-    /// crew still works afterwards.
+    /// A panicking part is reported to the caller, after every other part has finished, and
+    /// the crew still works afterwards.
     #[test]
-    fn a_panicking_job_panics_the_caller() {
+    fn a_panicking_part_panics_the_caller() {
         let crew = Crew::new(1);
-        let mut done = false;
+        let done = Mutex::new(false);
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            let jobs: Vec<Job<'_>> = vec![Box::new(|| panic!("job fails"))];
-            crew.run(jobs, || done = true);
+            crew.run(2, &|part| {
+                if part == 1 {
+                    panic!("part fails");
+                }
+                *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            });
         }));
         assert!(result.is_err());
-        assert!(done);
-        let mut x = 0;
-        crew.run(vec![Box::new(|| x += 1)], || {});
-        assert_eq!(x, 1);
+        assert!(*done.lock().unwrap_or_else(|e| e.into_inner()));
+        let x = Mutex::new(0);
+        crew.run(2, &|_| *x.lock().unwrap_or_else(|e| e.into_inner()) += 1);
+        assert_eq!(*x.lock().unwrap_or_else(|e| e.into_inner()), 2);
     }
 }

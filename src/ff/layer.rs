@@ -216,13 +216,14 @@ impl Layer {
     }
 
     /// Splits the layer's rows (and their momentum buffers) into bands `cuts[b]..cuts[b + 1]`
-    /// that can be updated on different threads. `cuts` starts at 0, ends at
-    /// [`Layer::outputs`] and never decreases.
+    /// that can be updated on different threads, handed to `put(b, band)` in order. `cuts`
+    /// starts at 0, ends at [`Layer::outputs`] and never decreases.
     pub(crate) fn bands<'a>(
         &'a mut self,
         state: &'a mut LayerState,
         cuts: &[usize],
-    ) -> Vec<LayerBand<'a>> {
+        mut put: impl FnMut(usize, LayerBand<'a>),
+    ) {
         let n = self.inputs();
         debug_assert_eq!(cuts.first(), Some(&0));
         debug_assert_eq!(cuts.last(), Some(&self.outputs()));
@@ -234,8 +235,7 @@ impl Layer {
         let momentum = !state.velocity_bias.is_empty();
         let mut velocity_weight = &mut state.velocity_weight[..];
         let mut velocity_bias = &mut state.velocity_bias[..];
-        let mut bands = Vec::with_capacity(cuts.len().saturating_sub(1));
-        for w in cuts.windows(2) {
+        for (b, w) in cuts.windows(2).enumerate() {
             let rows = w[1] - w[0];
             let (wb, wr) = std::mem::take(&mut weight).split_at_mut(rows * n);
             let (bb, br) = std::mem::take(&mut bias).split_at_mut(rows);
@@ -250,16 +250,18 @@ impl Layer {
             } else {
                 (&mut [][..], &mut [][..])
             };
-            bands.push(LayerBand {
-                first: w[0],
-                n,
-                weight: wb,
-                bias: bb,
-                velocity_weight: vw,
-                velocity_bias: vb,
-            });
+            put(
+                b,
+                LayerBand {
+                    first: w[0],
+                    n,
+                    weight: wb,
+                    bias: bb,
+                    velocity_weight: vw,
+                    velocity_bias: vb,
+                },
+            );
         }
-        bands
     }
 }
 

@@ -6,13 +6,15 @@
 //! `(W·u + s·W[:, off+k]) / r + b` with `u` the features (label slots zeroed) and `r` one RMS
 //! divisor shared by every label: one matrix-vector product serves all `C` candidate labels.
 
+use std::sync::Mutex;
+
 use ndarray::{Array1, Array2};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::ff::calibration::Calibration;
 use crate::ff::classify::SoftmaxHead;
-use crate::ff::crew::{Crew, Job};
+use crate::ff::crew::Crew;
 use crate::ff::error::FfError;
 use crate::ff::goodness::Goodness;
 use crate::ff::kernel;
@@ -389,8 +391,15 @@ pub(crate) trait Rows {
     fn row(&mut self, l: usize, j: usize) -> (&[f32], f32);
 
     /// Layer `l`'s rows split into bands `cuts[b]..cuts[b + 1]` (`cuts` runs from 0 to the
-    /// layer's width), each asked for its rows in order, as [`Rows::row`] is.
-    fn bands(&mut self, l: usize, cuts: &[usize]) -> Vec<Self::Band<'_>>;
+    /// layer's width), handed to `put(b, band)` in order; each band is asked for its rows in
+    /// order, as [`Rows::row`] is. A callback rather than a `Vec`: the per-sample path
+    /// allocates nothing.
+    fn bands<'s>(
+        &'s mut self,
+        l: usize,
+        cuts: &[usize],
+        put: &mut dyn FnMut(usize, Self::Band<'s>),
+    );
 }
 
 /// The rows of one band of a layer (see [`Rows::bands`]).
@@ -414,8 +423,10 @@ impl Rows for Frozen<'_> {
         (layer.row(j), layer.bias[j])
     }
 
-    fn bands(&mut self, l: usize, cuts: &[usize]) -> Vec<&Layer> {
-        vec![&self.0[l]; cuts.len().saturating_sub(1)]
+    fn bands<'s>(&'s mut self, l: usize, cuts: &[usize], put: &mut dyn FnMut(usize, &'s Layer)) {
+        for b in 0..cuts.len().saturating_sub(1) {
+            put(b, &self.0[l]);
+        }
     }
 }
 
@@ -429,6 +440,11 @@ impl BandRows for &Layer {
 /// Fewest rows worth a thread of their own: below this a band costs more to hand over than it
 /// saves.
 const MIN_BAND_ROWS: usize = 64;
+
+/// Most bands a layer is split into, whatever the thread count: the bands live in a fixed array
+/// on the stack (the per-sample path allocates nothing), and no layer of a per-sample model is
+/// wide enough for more to pay.
+const MAX_BANDS: usize = 16;
 
 /// One unit's part of a pass: from its weight row and bias, its output for every slot.
 type Unit<'a> = dyn Fn(&[f32], f32, &mut [f32]) + Sync + 'a;
@@ -447,33 +463,42 @@ fn rows_in_bands<R: Rows>(
     unit: &Unit<'_>,
 ) -> bool {
     let Some(crew) = crew else { return false };
-    let threads = (crew.helpers() + 1).min(m / MIN_BAND_ROWS).max(1);
+    let threads = (crew.helpers() + 1)
+        .min(m / MIN_BAND_ROWS)
+        .clamp(1, MAX_BANDS);
     if threads == 1 || k == 0 {
         return false;
     }
-    let cuts: Vec<usize> = (0..=threads).map(|b| b * m / threads).collect();
-    let mut bands = rows.bands(l, &cuts);
-    let last = bands.pop();
-    let run = move |mut band: R::Band<'_>, (j0, j1): (usize, usize), out: &mut [f32]| {
-        for (j, out) in (j0..j1).zip(out.chunks_exact_mut(k)) {
+    let mut cuts = [0; MAX_BANDS + 1];
+    for (b, cut) in cuts.iter_mut().enumerate().take(threads + 1) {
+        *cut = b * m / threads;
+    }
+    let cuts = &cuts[..=threads];
+    // Band `b` and its part of `zt`, each taken by the one thread that computes it.
+    type Part<'p, B> = Mutex<Option<(B, &'p mut [f32])>>;
+    let parts: [Part<'_, R::Band<'_>>; MAX_BANDS] = std::array::from_fn(|_| Mutex::new(None));
+    let mut zt = &mut zt[..m * k];
+    rows.bands(l, cuts, &mut |b, band| {
+        let (mine, rest) = std::mem::take(&mut zt).split_at_mut((cuts[b + 1] - cuts[b]) * k);
+        zt = rest;
+        *lock(&parts[b]) = Some((band, mine));
+    });
+    crew.run(threads, &|b| {
+        let Some((mut band, out)) = lock(&parts[b]).take() else {
+            return;
+        };
+        for (j, out) in (cuts[b]..cuts[b + 1]).zip(out.chunks_exact_mut(k)) {
             let (row, bias) = band.row(j);
             unit(row, bias, out);
         }
-    };
-    let mut zt = &mut zt[..m * k];
-    let mut jobs: Vec<Job<'_>> = Vec::with_capacity(threads - 1);
-    for (b, band) in bands.into_iter().enumerate() {
-        let (j0, j1) = (cuts[b], cuts[b + 1]);
-        let (mine, rest) = std::mem::take(&mut zt).split_at_mut((j1 - j0) * k);
-        zt = rest;
-        jobs.push(Box::new(move || run(band, (j0, j1), mine)));
-    }
-    crew.run(jobs, || {
-        if let Some(band) = last {
-            run(band, (cuts[threads - 1], m), zt);
-        }
     });
     true
+}
+
+/// A band's lock: uncontended (each band is taken by one thread), and never poisoned in a way
+/// that matters (a panicking part is raised by [`Crew::run`] anyway).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The forward pass behind [`Model::forward`], generic over where rows come from. With a

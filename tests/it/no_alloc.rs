@@ -1,5 +1,8 @@
 //! The per-sample hot path allocates nothing after warm-up: learning (both schedules, hard and
-//! random negatives, with the softmax head) and sleeping only touch memory the trainer owns.
+//! random negatives, with the softmax head) and sleeping only touch memory the trainer owns, on
+//! one thread and with each layer split into bands over two. Allocations are counted on the
+//! learning thread: it is the one that splits a layer and hands the bands out (a helper only runs
+//! the same unit loop as the caller).
 use crate::support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -68,13 +71,18 @@ fn learning_allocates_nothing_per_sample() {
             ..Default::default()
         },
     ];
-    for config in configs {
+    // 128 units: two bands of 64, the fewest rows a band is given.
+    for (config, threads) in configs
+        .iter()
+        .flat_map(|c| [(c.clone(), 1), (c.clone(), 2)])
+    {
         let net = NetworkConfig {
-            hidden: vec![64, 64],
+            hidden: vec![128, 128],
             ..Default::default()
         };
         let model = Model::new(net, &mut StdRng::seed_from_u64(0)).expect("valid config");
         let mut trainer = Trainer::new(model, config.clone(), 0).expect("valid config");
+        trainer.set_threads(threads);
         let mut run = |range: std::ops::Range<usize>| {
             for i in range {
                 let (x, y) = data.train.sample(i);
@@ -90,7 +98,7 @@ fn learning_allocates_nothing_per_sample() {
         assert_eq!(
             after - before,
             0,
-            "allocations while learning with {config:?}"
+            "allocations while learning on {threads} thread(s) with {config:?}"
         );
     }
 }

@@ -102,19 +102,25 @@ impl Rows for Updating<'_> {
         )
     }
 
-    fn bands(&mut self, l: usize, cuts: &[usize]) -> Vec<UpdatingBand<'_>> {
+    fn bands<'s>(
+        &'s mut self,
+        l: usize,
+        cuts: &[usize],
+        put: &mut dyn FnMut(usize, UpdatingBand<'s>),
+    ) {
         let terms = terms(self.ws, self.pending, l, self.layers[l].inputs());
         let (optimiser, lr) = (self.optimiser, self.pending.lr);
-        self.layers[l]
-            .bands(&mut self.states[l], cuts)
-            .into_iter()
-            .map(|band| UpdatingBand {
-                band,
-                optimiser,
-                lr,
-                terms,
-            })
-            .collect()
+        self.layers[l].bands(&mut self.states[l], cuts, |b, band| {
+            put(
+                b,
+                UpdatingBand {
+                    band,
+                    optimiser,
+                    lr,
+                    terms,
+                },
+            )
+        });
     }
 }
 
