@@ -8,14 +8,15 @@
 # Target: /classify p99 <= 50 ms, every /healthz answered.
 #
 # Usage: bench/slowloris.sh [DURATION_SECONDS] [PORT]
-# Environment: BYTE_EVERY (seconds between header bytes, default 1), RECONNECT_AFTER (seconds
-# before a closed attack connection is replaced, default 1). Linux (other loopback addresses).
+# Environment: BENCH_FFD_BIN (default target/release/ffd, built if missing), BYTE_EVERY (seconds
+# between header bytes, default 1), RECONNECT_AFTER (seconds before a closed attack connection
+# is replaced, default 1). Linux (other loopback addresses).
 set -euo pipefail
 duration=${1:-60}
 port=${2:-18090}
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-ffd=target/release/ffd
+ffd=$(realpath -m "${BENCH_FFD_BIN:-target/release/ffd}")
+[ -x "$ffd" ] || cargo build --release --quiet
 url=http://127.0.0.1:$port
 ulimit -n "$(ulimit -Hn)"
 
