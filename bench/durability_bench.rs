@@ -27,8 +27,9 @@
 //! - `restart`: 100 000 WAL records not yet learned (learner paused, `kill -9`), then the time
 //!   from spawn to listening and to the backlog learned (`/readyz` 200): the replay rate.
 //! - `recovery`: the default settings (checkpoint cadence, queue), 4 clients streaming as fast
-//!   as the server takes for 10–25 s, `kill -9`, restart: the backlog found and the time until
-//!   `/readyz` answers 200 (the backlog learned). CYCLES (default 5) times.
+//!   as the server takes for 10–25 s, `kill -9`, restart: the backlog found, `/readyz` as soon
+//!   as the server listens (503 while it replays) and the time until it answers 200 (the
+//!   backlog learned), with the load average. CYCLES (default 5) times.
 //! - `damage`: per kind of file damage (default: every kind, see [`Damage`]): a server with
 //!   small WAL segments and frequent checkpoints learns 4 000 samples, takes 1 500 more with the
 //!   learner paused (in the WAL only), is killed with `kill -9`; its files are damaged; it
@@ -568,13 +569,22 @@ async fn restart(mnist: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The 1-minute load average (`/proc/loadavg`, Linux), or `?`: on a shared machine the
+/// wall-clock figures depend on it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
 async fn recovery(mnist: &Path, cycles: usize) -> Result<()> {
     let data = load_mnist(mnist)?;
     let bodies = Arc::new(bodies(&data.train, 100));
     let dir = tempfile::tempdir()?;
     let client = client()?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    println!("cycle streamed_s backlog ready_s (spawn to /readyz 200) replay_cpu_s wall_rate_per_s cpu_rate_per_s");
+    println!("cycle streamed_s backlog readyz_at_listen ready_s (spawn to /readyz 200) replay_cpu_s wall_rate_per_s cpu_rate_per_s load_1min");
     let (mut worst, mut worst_cpu) = (0.0f64, 0.0f64);
     let mut server = spawn(dir.path(), &[])?;
     server.ready(&client).await?;
@@ -600,6 +610,13 @@ async fn recovery(mnist: &Path, cycles: usize) -> Result<()> {
         server = spawn(dir.path(), &[])?;
         let listening = server.started.elapsed().as_secs_f64();
         let cpu_at_listening = server.cpu_seconds().unwrap_or(0.0);
+        // What a load balancer sees as soon as the server listens: 503 while it replays.
+        let at_listen = client
+            .get(format!("{}/readyz", server.url))
+            .send()
+            .await?
+            .status()
+            .as_u16();
         let ready = server.ready(&client).await?;
         let cpu = server.cpu_seconds().unwrap_or(0.0) - cpu_at_listening;
         let m = server.get(&client, "/v1/model").await?;
@@ -607,10 +624,11 @@ async fn recovery(mnist: &Path, cycles: usize) -> Result<()> {
         worst = worst.max(ready);
         worst_cpu = worst_cpu.max(cpu);
         println!(
-            "{cycle} {:.1} {backlog} {ready:.2} {cpu:.2} {:.0} {:.0}",
+            "{cycle} {:.1} {backlog} {at_listen} {ready:.2} {cpu:.2} {:.0} {:.0} {}",
             stream_for.as_secs_f64(),
             backlog as f64 / (ready - listening).max(1e-9),
-            backlog as f64 / cpu.max(1e-9)
+            backlog as f64 / cpu.max(1e-9),
+            load_average()
         );
     }
     server.stop()?;
