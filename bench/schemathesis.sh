@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Schemathesis (PyPI, 4.x) against a live release `ffd serve`, with every check
+# Schemathesis (PyPI, 4.32.5: one version, so that a CI run with a fixed seed repeats) against a
+# live release `ffd serve`, with every check
 # (`--checks all`): answers must have a documented status, content type, headers and schema;
 # requests valid against /openapi.json must be taken and invalid ones refused; routes that
 # declare a token must enforce it; undocumented methods must get 405. The server runs with small
@@ -17,9 +18,9 @@ cd "$(dirname "$0")/.."
 ffd=$(realpath -m "${BENCH_FFD_BIN:-target/release/ffd}")
 [ -x "$ffd" ] || cargo build --release --quiet
 venv=$(realpath -m "${SCHEMATHESIS_VENV:-target/schemathesis-venv}")
-if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q 'version 4\.'; then
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q 'version 4\.32\.5$'; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q 'schemathesis>=4.32,<5'
+    "$venv/bin/pip" install -q 'schemathesis==4.32.5'
 fi
 
 work=$(mktemp -d)
