@@ -144,7 +144,10 @@ impl TemperatureFit {
         self.log_loss += (nll - self.log_loss) / n;
         let step = grad / (n * self.curvature.max(f64::MIN_POSITIVE));
         let next = (beta - step).clamp(beta / MAX_STEP_FACTOR, beta * MAX_STEP_FACTOR);
-        if next.is_finite() && next > 0.0 && (1.0 / next).is_finite() {
+        // The temperature is published (and saved) as an f32: a step that would take it beyond
+        // f32's range is not taken, or the model would carry an infinite temperature that no
+        // checkpoint or model file can store.
+        if next.is_finite() && next > 0.0 && ((1.0 / next) as f32).is_finite() {
             self.inv_temperature = next;
         }
         Some(nll)
@@ -230,6 +233,26 @@ mod tests {
                 (s, y)
             })
             .collect()
+    }
+
+    /// Scores that carry no information about the label (an untrained model) push the
+    /// temperature up without bound; it stops where f32 ends, so the model's calibration stays
+    /// storable (an infinite one is written as `null` and refused when read back).
+    #[test]
+    fn an_uninformative_stream_keeps_the_temperature_finite() {
+        let mut fit = TemperatureFit::new(500, Calibration::default());
+        for i in 0..2000 {
+            let scores: Vec<f32> = (0..10)
+                .map(|k| if k == i % 7 { 5.0 } else { 0.0 })
+                .collect();
+            fit.observe(&scores, (i * 3) % 10);
+        }
+        assert!(fit.calibration().is_valid(), "{}", fit.temperature());
+        assert!(
+            fit.temperature() > 1e6,
+            "it still followed the data: {}",
+            fit.temperature()
+        );
     }
 
     /// The derivatives match central finite differences of the NLL.

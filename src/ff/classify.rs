@@ -212,7 +212,7 @@ impl Model {
         classifier: Classifier,
     ) -> Result<Vec<Scores>, FfError> {
         let d = self.config.inputs;
-        if features.len() % d != 0 {
+        if !features.len().is_multiple_of(d) {
             return Err(FfError::Shape {
                 what: "batch features (a whole number of samples)",
                 expected: features.len().div_ceil(d) * d,

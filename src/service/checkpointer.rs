@@ -24,6 +24,8 @@ pub struct CheckpointJob {
     pub checkpoint: Checkpoint,
     /// The highest `/admin/checkpoint` request number this checkpoint satisfies.
     pub request: u64,
+    /// The lease epoch the state was learned in (cluster backend; 0 otherwise).
+    pub epoch: u64,
 }
 
 /// The outcome of the latest checkpoint, for `/admin/checkpoint`.

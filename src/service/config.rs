@@ -115,6 +115,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Checkpoints, write-ahead log and recovery.
     pub durability: DurabilitySection,
+    /// One node on its own (`local`), or one of several sharing a NATS JetStream cluster.
+    pub cluster: ClusterSection,
 }
 
 /// `[learner]`: queue size, snapshot cadence, prequential window, shutdown budget.
@@ -245,6 +247,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             data_dir: PathBuf::from("ffd-data"),
             durability: DurabilitySection::default(),
+            cluster: ClusterSection::default(),
         }
     }
 }
@@ -477,6 +480,18 @@ impl Config {
             );
         }
         self.durability.validate(&self.data_dir)?;
+        self.cluster.validate()?;
+        if self.cluster.backend == ClusterBackend::Nats
+            && h.max_batch_samples > crate::service::cluster::message::MAX_SAMPLES_PER_MESSAGE
+        {
+            return invalid(
+                "http.max_batch_samples",
+                &format!(
+                    "must be <= {} with cluster.backend = \"nats\" (one message per request)",
+                    crate::service::cluster::message::MAX_SAMPLES_PER_MESSAGE
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -583,6 +598,102 @@ impl DurabilitySection {
         }
         if self.max_unsynced_bytes == 0 {
             return invalid("durability.max_unsynced_bytes", "must be > 0");
+        }
+        Ok(())
+    }
+}
+
+/// Where accepted samples go and who learns them (`cluster.backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterBackend {
+    /// One process: the local write-ahead log, the learner in this process.
+    #[default]
+    Local,
+    /// Several nodes: `/learn` publishes to a NATS JetStream stream, one node (the lease
+    /// holder) learns, every node classifies (docs/cluster.md).
+    Nats,
+}
+
+/// `[cluster]`: scale-out on NATS JetStream (docs/cluster.md). With `backend = "local"` the
+/// other keys are not read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// `local` or `nats`.
+    pub backend: ClusterBackend,
+    /// NATS servers to connect to (any one is enough; the client fails over between them).
+    pub nats_urls: Vec<String>,
+    /// Name of the model: the stream, the lease and the object bucket are named after it, so
+    /// several models can share one NATS cluster.
+    pub model: String,
+    /// This node's id in the lease (empty: the host name).
+    pub node: String,
+    /// Copies JetStream keeps of the stream and the buckets (1, or 3 in a three-server cluster).
+    pub replicas: usize,
+    /// A learner that has not renewed its lease for this long is replaced.
+    pub lease_seconds: f64,
+    /// How often the learner shares its newest snapshot with the other nodes.
+    pub share_every_ms: u64,
+    /// Longest wait for a NATS answer (publish acknowledgement, lease write, connect).
+    pub nats_timeout_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            backend: ClusterBackend::Local,
+            nats_urls: vec!["nats://127.0.0.1:4222".into()],
+            model: "ffd".into(),
+            node: String::new(),
+            replicas: 1,
+            lease_seconds: 5.0,
+            share_every_ms: 250,
+            nats_timeout_ms: 2000,
+        }
+    }
+}
+
+impl ClusterSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if self.backend == ClusterBackend::Local {
+            return Ok(());
+        }
+        if self.nats_urls.is_empty() {
+            return invalid("cluster.nats_urls", "must name at least one NATS server");
+        }
+        if !name_ok(&self.model) {
+            return invalid(
+                "cluster.model",
+                "must be 1 to 64 characters of A-Z, a-z, 0-9, `_` and `-` (it names NATS streams)",
+            );
+        }
+        if !self.node.is_empty() && self.node.len() > 255 {
+            return invalid("cluster.node", "must be at most 255 characters");
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return invalid("cluster.replicas", "must be in 1..=5 (JetStream's limit)");
+        }
+        if !(self.lease_seconds.is_finite() && (0.3..=3600.0).contains(&self.lease_seconds)) {
+            return invalid("cluster.lease_seconds", "must be in 0.3..=3600");
+        }
+        if self.share_every_ms == 0 {
+            return invalid("cluster.share_every_ms", "must be > 0");
+        }
+        if self.nats_timeout_ms == 0 {
+            return invalid("cluster.nats_timeout_ms", "must be > 0");
         }
         Ok(())
     }

@@ -53,8 +53,9 @@ pub struct LearnerSettings {
 pub struct LearnerDurability {
     /// The checkpoint writer.
     pub checkpointer: Checkpointer,
-    /// The WAL (for the bytes written since the last checkpoint).
-    pub wal: Arc<WalWriter>,
+    /// The WAL (for the bytes written since the last checkpoint); `None` when the samples'
+    /// log is elsewhere (the cluster's stream).
+    pub wal: Option<Arc<WalWriter>>,
     /// Checkpoint after this many samples (0: never by count).
     pub every_samples: u64,
     /// ... or this long with new samples.
@@ -124,6 +125,19 @@ impl LearnerProgress {
     }
 }
 
+/// A whole learner state to continue from (see `LearnQueue::restart`).
+#[derive(Debug)]
+pub struct LearnerRestart {
+    /// The trainer.
+    pub trainer: Trainer,
+    /// The weight average and its sample count, when the state had one.
+    pub average: Option<(Model, u64)>,
+    /// The counters.
+    pub counters: Counters,
+    /// The lease epoch this state learns in.
+    pub epoch: u64,
+}
+
 /// The running learner thread.
 #[derive(Debug)]
 pub struct LearnerHandle {
@@ -185,6 +199,7 @@ pub fn spawn(
         checkpoint_request: 0,
         checkpoint_wanted: false,
         durability: None,
+        epoch: 0,
     };
     let mut learner = learner;
     let restored = durability.as_mut().and_then(|d| d.average.take());
@@ -283,6 +298,9 @@ struct Learner {
     checkpoint_request: u64,
     checkpoint_wanted: bool,
     durability: Option<LearnerDurability>,
+    /// The lease epoch the state was restarted in (cluster backend; 0 otherwise): checkpoints
+    /// carry it, and only the current epoch's are kept.
+    epoch: u64,
 }
 
 /// Marks the learner stopped however its thread ends (a panic included), so `/readyz` and
@@ -355,7 +373,9 @@ impl Learner {
         while let Some(record) = records.next() {
             self.learn(&record);
             replayed += 1;
-            if replayed % CHUNK as u64 == 0 && !self.between_replay_chunks(records.remaining()) {
+            if replayed.is_multiple_of(CHUNK as u64)
+                && !self.between_replay_chunks(records.remaining())
+            {
                 return false;
             }
         }
@@ -401,7 +421,11 @@ impl Learner {
                 average: self.average.as_ref().map(|a| a.model().clone()),
                 counters: Counters {
                     last_seq: self.progress.learned_seq(),
-                    high_water_seq: self.durability.as_ref().map_or(0, |d| d.wal.durable_seq()),
+                    high_water_seq: self
+                        .durability
+                        .as_ref()
+                        .and_then(|d| d.wal.as_ref())
+                        .map_or(0, |w| w.durable_seq()),
                     samples_learned: self.progress.samples_learned(),
                     sleep_cycles: self.progress.sleep_cycles(),
                     model_version: self.version,
@@ -409,6 +433,7 @@ impl Learner {
                 },
             },
             request: self.checkpoint_request,
+            epoch: self.epoch,
         };
         let Some(d) = &self.durability else { return };
         let taken = if wait {
@@ -422,7 +447,7 @@ impl Learner {
         if taken {
             self.checkpoint_at = Instant::now();
             self.since_checkpoint = 0;
-            self.wal_at_checkpoint = d.wal.appended_bytes();
+            self.wal_at_checkpoint = d.wal.as_ref().map_or(0, |w| w.appended_bytes());
         }
         self.checkpoint_wanted = !taken;
     }
@@ -437,7 +462,9 @@ impl Learner {
         }
         self.checkpoint_wanted
             || (d.every_samples > 0 && self.since_checkpoint >= d.every_samples)
-            || d.wal.appended_bytes() - self.wal_at_checkpoint >= d.max_wal_bytes
+            || d.wal
+                .as_ref()
+                .is_some_and(|w| w.appended_bytes() - self.wal_at_checkpoint >= d.max_wal_bytes)
             || d.every
                 .is_some_and(|every| now >= self.checkpoint_at + every)
     }
@@ -449,6 +476,9 @@ impl Learner {
             let now = Instant::now();
             let wait = self.next_timer(now).saturating_duration_since(now);
             let signals = self.queue.pop(&mut batch, CHUNK, wait);
+            if let Some(restart) = self.queue.take_restart() {
+                self.restart(*restart);
+            }
             let deadline = signals
                 .closed
                 .then(|| self.drain_deadline.get().copied())
@@ -488,6 +518,47 @@ impl Learner {
                 }
             }
         }
+    }
+
+    /// Replaces the whole state with `r` (a new lease term of the cluster backend): what was
+    /// learned before is dropped, the counters and the served snapshot become the restored
+    /// ones.
+    fn restart(&mut self, r: LearnerRestart) {
+        self.report_chunk();
+        let now = Instant::now();
+        self.trainer = r.trainer;
+        self.trainer.settle();
+        self.average = match r.average {
+            Some((average, since)) => {
+                WeightAverage::restore(&self.settings.average, average, since)
+            }
+            None => WeightAverage::new(&self.settings.average, self.trainer.model().clone()),
+        }
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "weight averaging is off");
+            None
+        });
+        self.progress.restore(&r.counters);
+        self.version = r.counters.model_version;
+        self.window = Window::new(self.settings.prequential_window);
+        self.drift = self
+            .settings
+            .drift
+            .drift_detection
+            .then(|| PageHinkley::new(self.settings.drift.clone()));
+        self.epoch = r.epoch;
+        self.unpublished = 0;
+        self.since_checkpoint = 0;
+        self.checkpoint_wanted = false;
+        self.checkpoint_at = now;
+        self.last_sleep = now;
+        self.publish(now);
+        tracing::info!(
+            epoch = r.epoch,
+            last_seq = r.counters.last_seq,
+            samples_learned = r.counters.samples_learned,
+            "learner restarted from the shared state"
+        );
     }
 
     /// Test-then-train one sample; sleeps and publishes when due.

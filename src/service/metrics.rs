@@ -195,6 +195,8 @@ pub struct Metrics {
     pub learner_nonfinite: IntCounter,
     /// Checkpoint, WAL and recovery metrics.
     pub durability: DurabilityMetrics,
+    /// Cluster backend metrics (at rest in local mode).
+    pub cluster: ClusterMetrics,
 }
 
 impl Metrics {
@@ -354,6 +356,7 @@ impl Metrics {
                 "Sample updates refused because they would have made the model non-finite.",
             )?,
             durability: DurabilityMetrics::register(&registry)?,
+            cluster: ClusterMetrics::register(&registry)?,
             registry,
         };
         // Every series of a labelled metric exists from the start, at 0.
@@ -427,6 +430,83 @@ impl Metrics {
 const STORAGE_BUCKETS: [f64; 13] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0, 10.0,
 ];
+
+/// Histogram buckets of JetStream publish acknowledgements: 250 µs to 5 s.
+const ACK_BUCKETS: [f64; 12] = [
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
+
+/// Cluster backend metrics (docs/cluster.md); registered in every mode, at 0 in local mode.
+#[derive(Debug, Clone)]
+pub struct ClusterMetrics {
+    /// `ffd_cluster_role`: 0 replica, 1 starting (holds the lease, loading), 2 learner.
+    pub role: IntGauge,
+    /// `ffd_cluster_failovers_total`: times this node took the lease over.
+    pub failovers: IntCounter,
+    /// `ffd_cluster_consumer_lag`: stream messages not yet delivered to this node's learner.
+    pub consumer_lag: IntGauge,
+    /// `ffd_cluster_publish_ack_seconds`: publishing one `/learn` request until acknowledged.
+    pub publish_ack: Histogram,
+    /// `ffd_cluster_snapshot_age_seconds`: age of the snapshot this node serves.
+    pub snapshot_age: prometheus::Gauge,
+    /// `ffd_cluster_bad_messages_total`: stream messages the learner skipped as unreadable.
+    pub bad_messages: IntCounter,
+    /// `ffd_cluster_fenced_writes_total`: lease or pointer writes refused because another
+    /// node had taken the lease over.
+    pub fenced_writes: IntCounter,
+}
+
+impl ClusterMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let publish_ack = Histogram::with_opts(
+            HistogramOpts::new(
+                "ffd_cluster_publish_ack_seconds",
+                "Time from publishing a /learn request to JetStream's acknowledgement.",
+            )
+            .buckets(ACK_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(publish_ack.clone()))?;
+        let snapshot_age = prometheus::Gauge::new(
+            "ffd_cluster_snapshot_age_seconds",
+            "Seconds since the learner took the snapshot this node serves.",
+        )?;
+        registry.register(Box::new(snapshot_age.clone()))?;
+        Ok(Self {
+            role: gauge(
+                "ffd_cluster_role",
+                "This node's role: 0 replica, 1 starting (holds the lease, loading), 2 learner.",
+            )?,
+            failovers: counter(
+                "ffd_cluster_failovers_total",
+                "Times this node took the learner's lease over.",
+            )?,
+            consumer_lag: gauge(
+                "ffd_cluster_consumer_lag",
+                "Stream messages not yet delivered to this node's learner.",
+            )?,
+            publish_ack,
+            snapshot_age,
+            bad_messages: counter(
+                "ffd_cluster_bad_messages_total",
+                "Stream messages the learner skipped because they could not be read.",
+            )?,
+            fenced_writes: counter(
+                "ffd_cluster_fenced_writes_total",
+                "Lease or checkpoint-pointer writes refused because another node had taken the lease over.",
+            )?,
+        })
+    }
+}
 
 /// Checkpoint, write-ahead log and recovery metrics.
 #[derive(Debug, Clone)]

@@ -30,6 +30,7 @@
 
 pub mod auth;
 pub mod checkpointer;
+pub mod cluster;
 pub mod config;
 pub mod drift;
 pub mod history;
@@ -58,7 +59,7 @@ use crate::store::model_file;
 use crate::store::StoreError;
 
 pub use auth::{AccessTokens, TokenError};
-pub use config::{Config, ConfigError, LogFormat};
+pub use config::{ClusterBackend, Config, ConfigError, LogFormat};
 pub use learner::LearnerProgress;
 pub use shutdown::shutdown_signal;
 
@@ -105,6 +106,9 @@ pub enum ServiceError {
     /// The saved state (checkpoints, WAL) cannot be used.
     #[error(transparent)]
     Recovery(#[from] recovery::RecoveryError),
+    /// The cluster backend cannot reach NATS or set up its streams.
+    #[error(transparent)]
+    Cluster(#[from] cluster::BusError),
 }
 
 /// A started service: the learner (and, with durability, the WAL writer and the checkpoint
@@ -117,6 +121,15 @@ pub struct Service {
     history_sources: HistorySources,
     /// The WAL writer, stopped after the learner.
     wal: Option<WalWriterHandle>,
+    /// The cluster coordinator, told after the learner to release the lease.
+    cluster: Option<ClusterHandle>,
+}
+
+/// The running coordinator of the cluster backend.
+#[derive(Debug)]
+struct ClusterHandle {
+    release: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Starts the service with `config` and serves on `listener` until `shutdown` completes; then
@@ -128,9 +141,11 @@ pub async fn run(
     access: AccessTokens,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServiceError> {
-    Service::start(config, access)?
-        .serve(listener, shutdown)
-        .await
+    let service = match config.cluster.backend {
+        ClusterBackend::Local => Service::start(config, access)?,
+        ClusterBackend::Nats => Service::start_cluster(config, access).await?,
+    };
+    service.serve(listener, shutdown).await
 }
 
 impl Service {
@@ -184,13 +199,127 @@ impl Service {
         let learner = spawn_learner(&config, trainer, &shared, learner_durability)?;
         let (trigger, notice) = shutdown::channel();
         let (state, history_sources) =
-            build_app_state(config, access, shared, notice, durability_state);
+            build_app_state(config, access, shared, notice, durability_state, None);
         Ok(Self {
             state,
             learner,
             trigger,
             history_sources,
             wal: wal_thread,
+            cluster: None,
+        })
+    }
+
+    /// Starts a node of the cluster backend (`cluster.backend = "nats"`, docs/cluster.md):
+    /// connects to NATS and sets up the model's stream and buckets, starts the learner thread
+    /// (idle until this node holds the lease), the checkpoint writer to the object bucket, the
+    /// coordinator and the snapshot sharing. The local WAL and `data_dir` are not used. Fails as
+    /// [`Service::start`] does, and when no NATS server answers (the error names the URLs).
+    pub async fn start_cluster(
+        mut config: Config,
+        access: AccessTokens,
+    ) -> Result<Self, ServiceError> {
+        config.validate()?;
+        check_closed_routes(&config, &access)?;
+        let model = load_model(&mut config)?;
+        let node = if config.cluster.node.is_empty() {
+            cluster::host_name()
+        } else {
+            config.cluster.node.clone()
+        };
+        let bus = cluster::bus::connect(&config.cluster, &node).await?;
+        tracing::info!(urls = %bus.urls, node = %node, model = %config.cluster.model, "connected to NATS JetStream");
+        let mut trainer = Trainer::new(model.clone(), config.train.clone(), config.seed)?;
+        trainer.set_threads(config.learner.threads);
+        let metrics = Arc::new(Metrics::new()?);
+        let progress = Arc::new(LearnerProgress::default());
+        let queue = LearnQueue::new(config.learner.queue_capacity, metrics.queue_depth.clone());
+        metrics
+            .queue_capacity
+            .set(config.learner.queue_capacity as i64);
+        let holding = Arc::new(cluster::lease::Holding::default());
+        let lease = cluster::lease::Lease::new(
+            bus.lease.clone(),
+            node.clone(),
+            Duration::from_secs_f64(config.cluster.lease_seconds),
+        );
+        let (reports, _checkpoints) = watch::channel(CheckpointReport::none());
+        let checkpointer = cluster::checkpoints::spawn(
+            cluster::checkpoints::Sink {
+                objects: bus.objects.clone(),
+                lease: lease.clone(),
+                holding: Arc::clone(&holding),
+            },
+            tokio::runtime::Handle::current(),
+            metrics.durability.clone(),
+            metrics.cluster.clone(),
+            reports,
+        )
+        .map_err(|source| ServiceError::Io {
+            what: "starting the checkpoint thread",
+            source,
+        })?;
+        let d = &config.durability;
+        let durability = LearnerDurability {
+            checkpointer,
+            wal: None,
+            every_samples: d.checkpoint_every_samples,
+            every: (d.checkpoint_every_seconds > 0.0)
+                .then(|| Duration::from_secs_f64(d.checkpoint_every_seconds)),
+            max_wal_bytes: d.max_wal_bytes,
+            backlog: recovery::Backlog::default(),
+            average: None,
+            metrics: metrics.durability.clone(),
+        };
+        let shared = Shared {
+            queue: Arc::new(queue),
+            snapshots: Arc::new(Snapshots::new(Snapshot {
+                model: model.clone(),
+                version: 0,
+                samples_learned: 0,
+            })),
+            metrics,
+            progress,
+        };
+        let learner = spawn_learner(&config, trainer, &shared, Some(durability))?;
+        let publisher = cluster::Publisher::new(
+            bus.clone(),
+            config.network.inputs,
+            Duration::from_millis(config.cluster.nats_timeout_ms),
+            shared.metrics.cluster.publish_ack.clone(),
+        );
+        let cluster_state = Arc::new(cluster::ClusterState::new(publisher, bus, node));
+        let (trigger, notice) = shutdown::channel();
+        let release = Arc::new(tokio::sync::Notify::new());
+        let parts = cluster::coordinator::Parts {
+            cluster: Arc::clone(&cluster_state),
+            lease,
+            holding,
+            queue: Arc::clone(&shared.queue),
+            metrics: Arc::clone(&shared.metrics),
+            config: Arc::new(config.clone()),
+            fresh: model,
+            release: Arc::clone(&release),
+        };
+        let sharing = cluster::snapshots::Sharing {
+            cluster: Arc::clone(&cluster_state),
+            snapshots: Arc::clone(&shared.snapshots),
+            progress: Arc::clone(&shared.progress),
+            metrics: Arc::clone(&shared.metrics),
+            network: config.network.clone(),
+            every: Duration::from_millis(config.cluster.share_every_ms),
+        };
+        let task = tokio::spawn(cluster::coordinator::run(parts, notice.clone()));
+        tokio::spawn(cluster::snapshots::run(sharing, notice.clone()));
+        let (state, history_sources) =
+            build_app_state(config, access, shared, notice, None, Some(cluster_state));
+        Ok(Self {
+            state,
+            learner,
+            trigger,
+            history_sources,
+            wal: None,
+            cluster: Some(ClusterHandle { release, task }),
         })
     }
 
@@ -223,6 +352,7 @@ impl Service {
             trigger,
             history_sources,
             wal,
+            cluster,
         } = self;
         tokio::spawn(history::record(
             Arc::clone(&state.history),
@@ -298,6 +428,16 @@ impl Service {
             joined
         })
         .await;
+        if let Some(c) = cluster {
+            // The final checkpoint is stored: the lease may go to another node now.
+            c.release.notify_one();
+            if tokio::time::timeout(Duration::from_secs(5), c.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the lease was not released in time; it expires");
+            }
+        }
         if !matches!(joined, Ok(Ok(()))) {
             return Err(ServiceError::LearnerPanicked);
         }
@@ -391,7 +531,7 @@ fn start_durability(
         last_seq: recovered.last_seq,
         learner: LearnerDurability {
             checkpointer,
-            wal: Arc::clone(&wal),
+            wal: Some(Arc::clone(&wal)),
             every_samples: d.checkpoint_every_samples,
             every: (d.checkpoint_every_seconds > 0.0)
                 .then(|| Duration::from_secs_f64(d.checkpoint_every_seconds)),
@@ -536,6 +676,7 @@ fn build_app_state(
     shared: Shared,
     shutdown: ShutdownNotice,
     durability: Option<DurabilityState>,
+    cluster: Option<Arc<cluster::ClusterState>>,
 ) -> (Arc<AppState>, HistorySources) {
     let pending = Arc::new(PendingLabels::new(
         config.pending.capacity,
@@ -569,6 +710,7 @@ fn build_app_state(
         history,
         access,
         durability,
+        cluster,
     });
     (state, history_sources)
 }

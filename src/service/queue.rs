@@ -16,6 +16,7 @@ use prometheus::IntGauge;
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
+use crate::service::learner::LearnerRestart;
 use crate::service::sample::ValidatedBatch;
 use crate::service::wal_writer::{AppendError, WalWriter};
 use crate::store::wal::SequencedSample;
@@ -78,6 +79,8 @@ struct State {
     /// Number of the latest checkpoint request, and whether the learner has seen it.
     checkpoint_requests: u64,
     checkpoint_pending: bool,
+    /// A state for the learner to continue from (cluster backend: a new lease term).
+    restart: Option<Box<LearnerRestart>>,
 }
 
 impl State {
@@ -175,6 +178,60 @@ impl LearnQueue {
         Ok(accepted)
     }
 
+    /// Cluster backend: queues samples already numbered by the stream, whole or not at all
+    /// (`Full` when they do not all fit now, `Closed` after [`LearnQueue::close`]). The
+    /// samples come back with the error.
+    pub fn push_sequenced(
+        &self,
+        samples: Vec<SequencedSample>,
+    ) -> Result<(), (PushError, Vec<SequencedSample>)> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err((PushError::Closed, samples));
+        }
+        if !st.items.is_empty() && st.items.len() + samples.len() > self.capacity {
+            return Err((PushError::Full, samples));
+        }
+        if let Some(last) = samples.last() {
+            st.last_seq = st.last_seq.max(last.seq);
+        }
+        st.items.extend(samples);
+        self.depth.set(st.depth());
+        drop(st);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Cluster backend: drops every queued sample and has the learner continue from `state`
+    /// before it takes anything queued after this call.
+    pub fn restart(&self, state: LearnerRestart) {
+        let mut st = self.lock();
+        st.items.clear();
+        st.last_seq = state.counters.last_seq;
+        st.restart = Some(Box::new(state));
+        self.depth.set(st.depth());
+        drop(st);
+        self.ready.notify_one();
+        self.room.notify_waiters();
+    }
+
+    /// Cluster backend: drops every queued sample (this node stopped learning; the stream
+    /// keeps them for the next learner). Returns how many.
+    pub fn clear(&self) -> usize {
+        let mut st = self.lock();
+        let n = st.items.len();
+        st.items.clear();
+        self.depth.set(st.depth());
+        drop(st);
+        self.room.notify_waiters();
+        n
+    }
+
+    /// For the learner: the state to continue from, if one is waiting.
+    pub(crate) fn take_restart(&self) -> Option<Box<LearnerRestart>> {
+        self.lock().restart.take()
+    }
+
     /// A future that completes after the learner next takes samples out. Create it (and
     /// `enable` it) *before* a `try_push` that may fail, so the wake-up cannot be missed.
     pub fn room_freed(&self) -> Notified<'_> {
@@ -260,7 +317,12 @@ impl LearnQueue {
         let mut st = self.lock();
         loop {
             let can_take = !st.items.is_empty() && (!st.paused || st.closed);
-            if can_take || st.sleep_requested || st.checkpoint_pending || st.closed {
+            if can_take
+                || st.sleep_requested
+                || st.checkpoint_pending
+                || st.closed
+                || st.restart.is_some()
+            {
                 break;
             }
             let now = Instant::now();
@@ -274,7 +336,8 @@ impl LearnQueue {
                 .unwrap_or_else(|e| e.into_inner().0);
         }
         let mut taken = 0;
-        if !st.paused || st.closed {
+        // A waiting restart comes first: what is queued after it belongs to the new state.
+        if (!st.paused || st.closed) && st.restart.is_none() {
             taken = max.min(st.items.len());
             out.extend(st.items.drain(..taken));
         }

@@ -143,7 +143,7 @@ impl FeatureRows {
 
     /// Checks flat row-major `values` (a whole number of rows of `width`) row by row.
     pub fn from_flat(values: Vec<f32>, width: usize) -> Result<Self, SampleError> {
-        if width == 0 || values.len() % width != 0 {
+        if width == 0 || !values.len().is_multiple_of(width) {
             return Err(SampleError {
                 index: 0,
                 field: "features",

@@ -187,7 +187,7 @@ fn parse_v2(b: &[u8]) -> Parsed {
         return Parsed::Bad("no record magic");
     }
     let len = u32_at(b, 4) as usize;
-    if !(4..=MAX_PAYLOAD).contains(&len) || len % 4 != 0 {
+    if !(4..=MAX_PAYLOAD).contains(&len) || !len.is_multiple_of(4) {
         return Parsed::Bad("an impossible record length");
     }
     let seq = u64_at(b, 8);
@@ -212,7 +212,9 @@ fn parse_v1(b: &[u8]) -> Parsed {
         return Parsed::Short { seq: None };
     }
     let len = u32_at(b, 0) as usize;
-    if !(V1_PAYLOAD_HEADER..=MAX_PAYLOAD).contains(&len) || (len - V1_PAYLOAD_HEADER) % 4 != 0 {
+    if !(V1_PAYLOAD_HEADER..=MAX_PAYLOAD).contains(&len)
+        || !(len - V1_PAYLOAD_HEADER).is_multiple_of(4)
+    {
         return Parsed::Bad("an impossible record length");
     }
     if b.len() < V1_RECORD_HEADER + len {

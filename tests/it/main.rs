@@ -32,6 +32,7 @@ mod idx_errors;
 mod learn_then_classify;
 mod metrics_format;
 mod model_file;
+mod nats_backend;
 mod ndjson_stream;
 mod no_alloc;
 mod openapi_conformance;

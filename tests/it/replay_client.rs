@@ -90,7 +90,7 @@ async fn learn(State(fake): State<Shared>, Json(batch): Json<Batch>) -> Response
         return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
     }
     if let Some(n) = fake.script.refuse_every {
-        if fake.learn_requests % n == 0 {
+        if fake.learn_requests.is_multiple_of(n) {
             fake.refused += 1;
             let body = json!({"error": {"code": "queue_full", "message": "learner queue full"}});
             return (

@@ -60,6 +60,8 @@ error_codes! {
         "The body could not be read (the connection broke, or the body is malformed).";
     InvalidInferenceRequest => "invalid_inference_request", BAD_REQUEST,
         "v2 only: an inference request with a wrong input name, datatype, shape, data or output.";
+    InvalidIdempotencyKey => "invalid_idempotency_key", BAD_REQUEST,
+        "An `Idempotency-Key` header that is empty, longer than 128 characters, or not visible ASCII.";
     DuplicateAuthorization => "duplicate_authorization", BAD_REQUEST,
         "More than one `Authorization` header: which one holds the credentials is ambiguous.";
     Unauthorized => "unauthorized", UNAUTHORIZED,
@@ -110,6 +112,8 @@ error_codes! {
         "`/readyz`: the service cannot learn and classify now (the message says why).";
     Overloaded => "overloaded", SERVICE_UNAVAILABLE,
         "`http.max_concurrent_requests` requests are in progress; retry after `Retry-After` seconds.";
+    ClusterUnavailable => "cluster_unavailable", SERVICE_UNAVAILABLE,
+        "Cluster backend: NATS JetStream did not acknowledge the samples (unreachable, or no answer within `cluster.nats_timeout_ms`), so nothing is acknowledged; retry after `Retry-After` seconds.";
 }
 
 impl ErrorCode {
@@ -305,6 +309,17 @@ pub enum ApiError {
     /// The write-ahead log cannot be written, so no sample can be acknowledged.
     #[error("the write-ahead log cannot be written; samples are not being accepted")]
     StorageFailed,
+    /// The cluster backend could not get the samples acknowledged (with `Retry-After`).
+    #[error("the cluster cannot take samples now ({reason}); retry after {retry_after_seconds} s")]
+    ClusterUnavailable {
+        /// Why.
+        reason: String,
+        /// The `Retry-After` header.
+        retry_after_seconds: u64,
+    },
+    /// A bad `Idempotency-Key` header.
+    #[error("{0}")]
+    InvalidIdempotencyKey(String),
     /// A route that needs durability while it is off.
     #[error("durability is off (`durability.enabled = false`): there are no checkpoints")]
     DurabilityDisabled,
@@ -378,6 +393,8 @@ impl ApiError {
             Self::Overloaded { .. } => ErrorCode::Overloaded,
             Self::StorageFailed => ErrorCode::StorageFailed,
             Self::DurabilityDisabled => ErrorCode::DurabilityDisabled,
+            Self::ClusterUnavailable { .. } => ErrorCode::ClusterUnavailable,
+            Self::InvalidIdempotencyKey(_) => ErrorCode::InvalidIdempotencyKey,
         }
     }
 
@@ -402,6 +419,10 @@ impl ApiError {
                 ..
             } => Some(*retry_after_seconds),
             Self::Overloaded {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            Self::ClusterUnavailable {
                 retry_after_seconds,
                 ..
             } => Some(*retry_after_seconds),

@@ -43,6 +43,12 @@ pub enum Unready {
     /// The write-ahead log failed, so no sample can be acknowledged.
     #[error("the write-ahead log cannot be written")]
     StorageFailed,
+    /// Cluster backend: NATS is unreachable, so no sample can be acknowledged (`/classify`
+    /// keeps serving the last snapshot).
+    #[error(
+        "NATS is unreachable: /learn cannot be acknowledged; /classify serves the last snapshot"
+    )]
+    ClusterUnavailable,
     /// The WAL backlog recovered at start is being replayed: `/classify` serves an older
     /// model than what was acknowledged (unless `durability.ready_while_recovering`).
     #[error("recovering: {backlog} write-ahead log records left to replay")]
@@ -68,6 +74,9 @@ pub fn readiness(state: &AppState) -> Result<(), Unready> {
         .is_some_and(|d| d.wal.has_failed())
     {
         return Err(Unready::StorageFailed);
+    }
+    if state.cluster.as_ref().is_some_and(|c| !c.connected()) {
+        return Err(Unready::ClusterUnavailable);
     }
     let backlog = state.queue.backlog();
     if backlog > 0 && !state.config.durability.ready_while_recovering {
@@ -161,15 +170,20 @@ pub struct ModelInfo<'a> {
     pub queue_depth: u64,
     /// Samples the learn queue holds.
     pub queue_capacity: usize,
-    /// Sequence number of the last sample accepted.
+    /// Sequence number of the last sample accepted (cluster backend: the highest stream
+    /// sequence this node has published or read).
     pub last_seq: u64,
-    /// Sequence number of the last sample learned.
+    /// Sequence number of the last sample learned (cluster backend: the stream sequence of
+    /// its message).
     pub learned_seq: u64,
     /// Features waiting for a delayed label.
     pub pending_entries: usize,
     /// Recovery at start (`null` with durability off): what was found and lost, and whether
     /// the WAL backlog is still being replayed (docs/durability.md#recovery).
     pub recovery: Option<RecoveryStatus>,
+    /// Cluster backend only (`null` in local mode): this node's role, the learning node, the
+    /// stream sequence learned and the served snapshot's age (docs/cluster.md).
+    pub cluster: Option<crate::service::cluster::ClusterInfo>,
     /// The effective configuration (what `ffd serve --print-config` prints, as JSON).
     #[schema(value_type = Object)]
     pub config: &'a Config,
@@ -215,8 +229,14 @@ pub async fn model(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Ap
         drift: progress.drift().summary(),
         queue_depth: state.queue.depth(),
         queue_capacity: state.queue.capacity(),
-        last_seq: state.queue.last_seq(),
-        learned_seq: progress.learned_seq(),
+        last_seq: match &state.cluster {
+            Some(c) => c.last_seq(),
+            None => state.queue.last_seq(),
+        },
+        learned_seq: match &state.cluster {
+            Some(_) => crate::service::cluster::message::stream_seq(progress.learned_seq()),
+            None => progress.learned_seq(),
+        },
         pending_entries: state.pending.len(),
         recovery: state.durability.as_ref().map(|d| {
             let backlog = state.queue.backlog();
@@ -227,6 +247,10 @@ pub async fn model(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Ap
                 report: d.recovery.clone(),
             }
         }),
+        cluster: state
+            .cluster
+            .as_ref()
+            .map(|c| c.info(progress.learned_seq())),
         config: &state.config,
     };
     serde_json::to_value(info)

@@ -74,6 +74,9 @@ impl LearnResponse {
     post,
     path = "/learn",
     tag = crate::service::http::openapi::TAG_V1,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters. With the cluster backend, retries of a request with the same key within two minutes are acknowledged with the first `last_seq` and learned once (docs/cluster.md); the local backend checks it and learns every request it acknowledges."),
+    ),
     request_body(
         description = "A sample, a delayed label, a batch (`application/json`), or an NDJSON \
             stream of `LearnSample` lines (`application/x-ndjson`), queued line by line.",
@@ -89,7 +92,7 @@ impl LearnResponse {
     ),
     responses(
         (status = 202, description = "Queued whole.", body = LearnResponse),
-        (status = 400, description = "Not JSON, or a missing, unknown or mistyped field.", body = ErrorBody),
+        (status = 400, description = "Not JSON, a missing, unknown or mistyped field, or a bad `Idempotency-Key`.", body = ErrorBody),
         (status = 408, description = "The body was too slow.", body = ErrorBody),
         (status = 413, description = "Body, batch or line over its limit.", body = ErrorBody),
         (status = 415, description = "Neither JSON nor NDJSON.", body = ErrorBody),
@@ -99,7 +102,8 @@ impl LearnResponse {
         (status = 429, description = "The learn queue is full; retry after `Retry-After` seconds.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
         (status = 500, description = "The write-ahead log cannot be written (nothing is acknowledged), or an unexpected failure.", body = ErrorBody),
-        (status = 503, description = "Shutting down, or the learner is gone.", body = ErrorBody),
+        (status = 503, description = "Shutting down, the learner is gone, or (cluster backend) NATS did not acknowledge the samples; retry after `Retry-After` seconds.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait (cluster_unavailable)."))),
     )
 )]
 pub async fn learn(
@@ -109,7 +113,7 @@ pub async fn learn(
 ) -> Result<(StatusCode, Json<LearnResponse>), ApiError> {
     match body_kind(&headers, &[BodyKind::Json, BodyKind::Ndjson])? {
         BodyKind::Json => learn_json(&state, &headers, body).await,
-        BodyKind::Ndjson => learn_stream(&state, body).await,
+        BodyKind::Ndjson => learn_stream(&state, &headers, body).await,
     }
 }
 
@@ -134,8 +138,13 @@ async fn learn_json(
             "the batch has {n} samples; at most {max} are allowed"
         )));
     }
+    let key = idempotency_key(headers)?;
     let now = Instant::now();
     let batch = validate(state, inputs, now, Position::Sample)?;
+    if state.cluster.is_some() {
+        let a = publish(state, batch, key.as_deref(), now).await?;
+        return Ok(LearnResponse::new(a.count, a.last_seq));
+    }
     match try_queue(state, batch) {
         Ok(a) => {
             durable(state, a.last_seq).await?;
@@ -164,9 +173,11 @@ async fn durable(state: &AppState, last_seq: Option<u64>) -> Result<(), ApiError
 /// `http.request_timeout_ms` to arrive stops it with 408.
 async fn learn_stream(
     state: &AppState,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<LearnResponse>), ApiError> {
-    let result = learn_lines(state, body).await;
+    let key = idempotency_key(headers)?;
+    let result = learn_lines(state, body, key.as_deref()).await;
     // What was queued is acknowledged (in the 202 or in the error body): durable first.
     let last_seq = match &result {
         Ok((_, Json(r))) => r.last_seq,
@@ -187,6 +198,7 @@ async fn learn_stream(
 async fn learn_lines(
     state: &AppState,
     body: Body,
+    key: Option<&str>,
 ) -> Result<(StatusCode, Json<LearnResponse>), ApiError> {
     let mut lines = Lines::new(body, state.config.http.max_line_bytes);
     let mut shutdown = state.shutdown.clone();
@@ -219,9 +231,14 @@ async fn learn_lines(
         let now = Instant::now();
         let batch = validate(state, inputs, now, |_| Position::Line(n))
             .map_err(|e| e.in_stream(accepted, last_seq))?;
-        let a = queue_waiting(state, batch, wait, &mut shutdown, now)
-            .await
-            .map_err(|e| e.in_stream(accepted, last_seq))?;
+        let a = if state.cluster.is_some() {
+            // One message per line; a retried stream with the same key skips what was stored.
+            let id = key.map(|k| format!("{k}:{n}"));
+            publish(state, batch, id.as_deref(), now).await
+        } else {
+            queue_waiting(state, batch, wait, &mut shutdown, now).await
+        }
+        .map_err(|e| e.in_stream(accepted, last_seq))?;
         accepted += a.count;
         last_seq = a.last_seq.or(last_seq);
     }
@@ -256,6 +273,74 @@ async fn queue_waiting(
             () = tokio::time::sleep_until(deadline) => {
                 return Err(refuse(state, queue_full(state), batch, now));
             }
+        }
+    }
+}
+
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// The request's `Idempotency-Key` (1 to 128 visible ASCII characters), if it sent one. With
+/// the cluster backend it is the stream message's id: a retry with the same key inside the
+/// stream's duplicate window is acknowledged with the first sequence and learned once.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        Err(ApiError::InvalidIdempotencyKey(format!(
+            "`Idempotency-Key` {why}"
+        )))
+    };
+    if values.next().is_some() {
+        return bad("is sent more than once");
+    }
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY {
+        return bad(&format!(
+            "must have 1 to {MAX_IDEMPOTENCY_KEY} characters, has {}",
+            bytes.len()
+        ));
+    }
+    if !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return bad("must be visible ASCII (no spaces or control characters)");
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// Cluster backend: publishes `batch` as one stream message and waits for JetStream's
+/// acknowledgement; `last_seq` is the message's stream sequence.
+async fn publish(
+    state: &AppState,
+    batch: ValidatedBatch,
+    id: Option<&str>,
+    now: Instant,
+) -> Result<Accepted, ApiError> {
+    let Some(cluster) = &state.cluster else {
+        return Err(ApiError::Internal(
+            "publish without the cluster backend".into(),
+        ));
+    };
+    if state.shutdown.is_triggered() {
+        return Err(refuse(state, ApiError::ShuttingDown, batch, now));
+    }
+    match cluster.publisher.publish(batch.samples(), id).await {
+        Ok(seq) => {
+            cluster.saw_seq(seq);
+            state.metrics.samples_accepted.inc_by(batch.len() as u64);
+            Ok(Accepted {
+                count: batch.len(),
+                last_seq: Some(seq),
+            })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "a /learn request was not acknowledged by NATS");
+            let error = ApiError::ClusterUnavailable {
+                reason: e.to_string(),
+                retry_after_seconds: state.config.http.retry_after_seconds,
+            };
+            Err(refuse(state, error, batch, now))
         }
     }
 }
@@ -311,7 +396,9 @@ fn queue_full(state: &AppState) -> ApiError {
 fn refuse(state: &AppState, error: ApiError, batch: ValidatedBatch, now: Instant) -> ApiError {
     let reason = match error {
         ApiError::QueueFull { .. } => RejectReason::QueueFull,
-        ApiError::LearnerStopped | ApiError::StorageFailed => RejectReason::Unavailable,
+        ApiError::LearnerStopped
+        | ApiError::StorageFailed
+        | ApiError::ClusterUnavailable { .. } => RejectReason::Unavailable,
         _ => RejectReason::ShuttingDown,
     };
     state.metrics.reject(reason, batch.len());

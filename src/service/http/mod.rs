@@ -77,8 +77,11 @@ pub struct AppState {
     pub history: Arc<History>,
     /// The tokens requests are checked against.
     pub access: AccessTokens,
-    /// The WAL and checkpoint reports; `None` when durability is off.
+    /// The WAL and checkpoint reports; `None` when durability is off (and with the cluster
+    /// backend, whose checkpoints go to NATS).
     pub durability: Option<DurabilityState>,
+    /// The cluster backend: `/learn` publishes through it; `None` in local mode.
+    pub cluster: Option<Arc<crate::service::cluster::ClusterState>>,
 }
 
 /// What handlers need of the durability machinery.

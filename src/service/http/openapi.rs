@@ -360,7 +360,7 @@ fn or_null(schema: Value) -> Value {
 fn feature_bound() -> (f64, bool) {
     let next = f32::from_bits(MAX_ABS_FEATURE.to_bits() + 1);
     let midpoint = (f64::from(MAX_ABS_FEATURE) + f64::from(next)) / 2.0;
-    (midpoint, MAX_ABS_FEATURE.to_bits() % 2 == 0)
+    (midpoint, MAX_ABS_FEATURE.to_bits().is_multiple_of(2))
 }
 
 /// One feature's schema.

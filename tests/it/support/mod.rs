@@ -4,6 +4,7 @@
 
 pub mod deploy;
 pub mod docker;
+pub mod nats;
 pub mod tools;
 
 use std::path::PathBuf;

@@ -123,7 +123,7 @@ fn decode_le(
     out: &mut Vec<f32>,
 ) -> Result<usize, String> {
     let row_bytes = width * element_bytes;
-    if bytes.is_empty() || row_bytes == 0 || bytes.len() % row_bytes != 0 {
+    if bytes.is_empty() || row_bytes == 0 || !bytes.len().is_multiple_of(row_bytes) {
         return Err(format!(
             "{} bytes of binary data are not a whole number of samples of {width} values of {element_bytes} bytes",
             bytes.len()
