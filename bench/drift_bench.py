@@ -8,14 +8,17 @@
    every prediction comes from the model that has learned exactly the samples before it.
    Reports the served accuracy on windows of 1,000, the detection (its sample index against
    the change) and whether the served model is back to >= 90 % of its pre-drift accuracy
-   (the 1,000 samples before the change) over samples 1,000..2,000 after it.
+   (the 1,000 samples before the change) over samples 1,000..2,000 after it. Held out as
+   well: the served model classifies the first 2,000 test digits at the change (true labels)
+   and every 500 samples after it (labels permuted as the stream's are), so "back within
+   2,000 samples" is also read off digits it never learned.
 2. Stationary streams: one pass over the 60,000 training samples in random order (3 seeds),
    sent in batches of 500 to /learn; counts the detections.
 
 Each run starts a fresh server (`target/release/ffd serve`, default configuration, data
 directory of its own). Needs python3 with numpy. Usage:
 
-    bench/drift_bench.py MNIST_DIR [--port 18090] [--after 10000]
+    bench/drift_bench.py MNIST_DIR [--port 18090] [--after 10000] [--set FFD_KEY=VALUE ...]
 """
 import argparse
 import gzip
@@ -43,7 +46,7 @@ def read_idx(path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def load_train(mnist):
+def load_split(mnist, prefix):
     def find(name):
         for suffix in (".gz", ""):
             p = os.path.join(mnist, name + suffix)
@@ -51,17 +54,23 @@ def load_train(mnist):
                 return p
         sys.exit(f"{name}[.gz] not found in {mnist}")
 
-    x = read_idx(find("train-images-idx3-ubyte")).reshape(-1, 784)
-    y = read_idx(find("train-labels-idx1-ubyte")).astype(int)
+    x = read_idx(find(f"{prefix}-images-idx3-ubyte")).reshape(-1, 784)
+    y = read_idx(find(f"{prefix}-labels-idx1-ubyte")).astype(int)
     return x, y
 
 
+def load_train(mnist):
+    return load_split(mnist, "train")
+
+
 class Server:
-    def __init__(self, port, workdir, name):
+    def __init__(self, port, workdir, name, settings=()):
         self.url = f"http://127.0.0.1:{port}"
         data = os.path.join(workdir, f"data-{name}")
         os.mkdir(data)
+        # The default configuration, but for the settings asked for (`--set FFD_KEY=VALUE`).
         env = {k: v for k, v in os.environ.items() if not k.startswith("FFD_")}
+        env.update(kv.split("=", 1) for kv in settings)
         self.log = open(os.path.join(workdir, f"server-{name}.log"), "w")
         self.proc = subprocess.Popen(
             [FFD, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
@@ -115,12 +124,28 @@ def samples(x, labels):
     ]
 
 
-def permutation_run(server, x, y, order, change, total, batch, shift):
+def held_out_accuracy(server, x, labels):
+    """The served model's accuracy on held-out digits, classified in batches of 500."""
+    hits = 0
+    for i in range(0, len(labels), 500):
+        body = samples(x[i : i + 500], labels[i : i + 500])
+        results = server.post("/classify", {"samples": [{"features": s["features"]} for s in body]})["results"]
+        hits += sum(int(r["label"] == int(l)) for r, l in zip(results, labels[i : i + 500]))
+    return hits / len(labels)
+
+
+def permutation_run(server, x, y, order, change, total, batch, shift, test=None):
     hits = []
     detections = []
+    held_out = []
     first_seq = None
     seen_detected = 0
     for start in range(0, total, batch):
+        # Held out: at the change (true labels) and every 500 samples after it, to 2,000.
+        if test is not None and start >= change and (start - change) % 500 == 0 and start - change <= 2000:
+            tx, ty = test
+            labels = ty if start == change else (ty + shift) % 10
+            held_out.append((start - change, held_out_accuracy(server, tx, labels)))
         idx = order[start : start + batch]
         labels = np.where(np.arange(start, start + len(idx)) >= change, (y[idx] + shift) % 10, y[idx])
         body = samples(x[idx], labels)
@@ -135,7 +160,7 @@ def permutation_run(server, x, y, order, change, total, batch, shift):
         if drift["detected"] > seen_detected:
             seen_detected = drift["detected"]
             detections.append(drift["last"]["seq"] - first_seq)
-    return np.array(hits), detections
+    return np.array(hits), detections, held_out
 
 
 def stationary_run(server, x, y, order, batch):
@@ -149,10 +174,14 @@ def stationary_run(server, x, y, order, batch):
 
 def permutation(args, x, y, work):
     order = np.random.default_rng(args.seed).permutation(len(y))
-    server = Server(args.port, work, "permutation")
+    tx, ty = load_split(args.mnist, "t10k")
+    test = (tx[:2000], ty[:2000])
+    server = Server(args.port, work, "permutation", args.set)
     started = time.time()
     try:
-        hits, detections = permutation_run(server, x, y, order, args.change, args.change + args.after, 50, 3)
+        hits, detections, held_out = permutation_run(
+            server, x, y, order, args.change, args.change + args.after, 50, 3, test
+        )
     finally:
         server.stop()
     c = args.change
@@ -176,6 +205,11 @@ def permutation(args, x, y, work):
     rolling = [(i, hits[c + i - 500 : c + i].mean()) for i in range(500, args.after + 1, 50)]
     back = next((i for i, a in rolling if a >= 0.9 * before), None)
     print(f"first point where the trailing 500 predictions reach 90 % of pre-drift: {back} samples after the change")
+    if held_out:
+        pre = held_out[0][1]
+        print(f"held out (first 2000 test digits), served model at the change: {pre:.3f}")
+        for at, acc in held_out[1:]:
+            print(f"  {at} samples after the change (labels permuted): {acc:.3f} = {acc / pre:.1%} of it")
     sys.stdout.flush()
 
 
@@ -190,6 +224,8 @@ def main():
     ap.add_argument("--stationary-seeds", type=int, nargs="*", default=[1, 2, 3])
     ap.add_argument("--skip-stationary", action="store_true")
     ap.add_argument("--skip-permutation", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="FFD_KEY=VALUE",
+                    help="a setting for every server, as an environment variable (repeatable)")
     ap.add_argument("--ffd", default=FFD, help="the ffd binary (default: target/release/ffd)")
     args = ap.parse_args()
     FFD = args.ffd
@@ -204,7 +240,7 @@ def main():
             return
         for seed in args.stationary_seeds:
             order = np.random.default_rng(seed).permutation(len(y))
-            server = Server(args.port, work, f"stationary-{seed}")
+            server = Server(args.port, work, f"stationary-{seed}", args.set)
             started = time.time()
             try:
                 detected, learned = stationary_run(server, x, y, order, 500)
