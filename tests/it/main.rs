@@ -33,6 +33,7 @@ mod learn_then_classify;
 mod metrics_format;
 mod model_file;
 mod nats_backend;
+mod nats_failover;
 mod ndjson_stream;
 mod no_alloc;
 mod openapi_conformance;

@@ -3,7 +3,10 @@
 //!   request, in order; its sequence numbers are the samples' `last_seq`;
 //! - the key-value bucket `ffd-lease-<model>`: one record, the learner's lease and its
 //!   checkpoint pointer (see `lease`);
-//! - the object bucket `ffd-<model>`: checkpoints and the shared snapshot.
+//! - the object bucket `ffd-<model>`: checkpoints;
+//! - the stream `ffd-snapshots-<model>`: the learner's newest snapshot in chunks, one message
+//!   per subject kept, read by direct gets (no consumer per read: ephemeral consumers go through
+//!   the cluster's metadata layer, and creating several a second overloaded it).
 //!
 //! Debian's `nats-server` is 2.9, whose account-info reply the client cannot parse, so the
 //! client's `create_key_value` fails there: the bucket's backing stream is created here with the
@@ -61,8 +64,12 @@ pub struct Names {
     pub subject: String,
     /// The lease bucket.
     pub lease_bucket: String,
-    /// The object bucket (checkpoints, snapshots).
+    /// The object bucket (checkpoints).
     pub objects: String,
+    /// The stream of the shared snapshot.
+    pub snapshots: String,
+    /// Its subjects' prefix (`<prefix>.meta`, `<prefix>.chunk.<i>`).
+    pub snapshot_subject: String,
 }
 
 impl Names {
@@ -73,6 +80,8 @@ impl Names {
             subject: format!("ffd.learn.{model}"),
             lease_bucket: format!("ffd-lease-{model}"),
             objects: format!("ffd-{model}"),
+            snapshots: format!("ffd-snapshots-{model}"),
+            snapshot_subject: format!("ffd.snapshot.{model}"),
         }
     }
 }
@@ -88,6 +97,8 @@ pub struct Bus {
     pub lease: kv::Store,
     /// The object bucket.
     pub objects: object_store::ObjectStore,
+    /// The snapshot stream.
+    pub snapshots: stream::Stream,
     /// The names.
     pub names: Names,
     /// `cluster.nats_urls`, joined, for messages.
@@ -154,6 +165,8 @@ pub async fn connect(cluster: &ClusterSection, node: &str) -> Result<Bus, BusErr
         num_replicas: replicas,
         storage: stream::StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,
+        // The learner reads it by direct gets (see `consume`).
+        allow_direct: true,
         ..Default::default()
     })
     .await
@@ -176,11 +189,24 @@ pub async fn connect(cluster: &ClusterSection, node: &str) -> Result<Bus, BusErr
             .await
             .map_err(|e| setup(&format!("the object bucket {}", names.objects))(e.to_string()))?,
     };
+    let snapshots = js
+        .get_or_create_stream(stream::Config {
+            name: names.snapshots.clone(),
+            subjects: vec![format!("{}.>", names.snapshot_subject)],
+            max_messages_per_subject: 1,
+            allow_direct: true,
+            num_replicas: replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| setup(&format!("the stream {}", names.snapshots))(e.to_string()))?;
     Ok(Bus {
         client,
         js,
         lease,
         objects,
+        snapshots,
         names,
         urls,
     })

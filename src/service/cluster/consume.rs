@@ -1,19 +1,24 @@
-//! The lease holder's reading of the stream: an ordered pull consumer (no acknowledgements;
-//! the client recreates it at the next expected sequence when a server goes away) from the
-//! message after the checkpoint, every message decoded and handed to the learner's queue in
-//! stream order. A message that cannot be learned is counted and skipped.
+//! The lease holder's reading of the stream: message by message from the one after the
+//! checkpoint, by direct gets of the next sequence (any replica answers), every message decoded
+//! and handed to the learner's queue in stream order. A message that cannot be learned is
+//! counted and skipped. There is no consumer: an ordered consumer stopped delivering after a
+//! failover on a three-server cluster without the client noticing, and a consumer's state on
+//! one server is one more thing a server's death takes away. When the next message does not
+//! exist yet the reader asks the stream for its last sequence and waits `IDLE_POLL`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
-use futures_util::StreamExt;
+use async_nats::jetstream::stream::DirectGetErrorKind;
 
 use crate::service::cluster::{message, ClusterState};
 use crate::service::metrics::Metrics;
 use crate::service::queue::{LearnQueue, PushError};
 use crate::service::sample::SampleShape;
 use crate::service::shutdown::ShutdownNotice;
+
+/// Wait before looking again when the stream has nothing new.
+const IDLE_POLL: Duration = Duration::from_millis(10);
 
 /// Where the learner's queue stands in the stream.
 #[derive(Debug, Clone, Copy)]
@@ -54,45 +59,54 @@ pub async fn consume(
     shutdown: &mut ShutdownNotice,
 ) -> Stopped {
     let bus = &cluster.bus;
-    let stream = match bus.js.get_stream(&bus.names.stream).await {
+    let mut stream = match bus.js.get_stream(&bus.names.stream).await {
         Ok(stream) => stream,
         Err(e) => return Stopped::Failed(format!("opening the stream: {e}")),
     };
-    let consumer = match stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: at.next,
-            },
-            ..Default::default()
-        })
-        .await
-    {
-        Ok(consumer) => consumer,
-        Err(e) => return Stopped::Failed(format!("creating the consumer: {e}")),
-    };
-    let mut messages = match consumer.messages().await {
-        Ok(messages) => messages,
-        Err(e) => return Stopped::Failed(format!("reading the stream: {e}")),
-    };
+    let mut last = 0;
     loop {
-        let next = tokio::select! {
-            () = shutdown.triggered() => return Stopped::Shutdown,
-            next = messages.next() => next,
+        let msg = match stream.direct_get(at.next).await {
+            Ok(msg) => msg,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
+                // Not written yet (or, on a replica that answered, not replicated yet); or
+                // removed by a limit: then the stream's first sequence is past it.
+                match stream.info().await {
+                    Ok(info) => {
+                        last = info.state.last_sequence;
+                        metrics
+                            .cluster
+                            .consumer_lag
+                            .set(last.saturating_sub(at.next.saturating_sub(1)) as i64);
+                        if info.state.first_sequence > at.next {
+                            tracing::error!(
+                                from = at.next,
+                                to = info.state.first_sequence - 1,
+                                "stream messages removed before they were learned"
+                            );
+                            at.next = info.state.first_sequence;
+                            continue;
+                        }
+                    }
+                    Err(e) => return Stopped::Failed(format!("reading the stream's state: {e}")),
+                }
+                if last >= at.next {
+                    continue;
+                }
+                tokio::select! {
+                    () = shutdown.triggered() => return Stopped::Shutdown,
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                continue;
+            }
+            Err(e) => return Stopped::Failed(format!("reading message {}: {e}", at.next)),
         };
-        let msg = match next {
-            Some(Ok(msg)) => msg,
-            Some(Err(e)) => return Stopped::Failed(format!("reading the stream: {e}")),
-            None => return Stopped::Failed("the consumer ended".into()),
-        };
-        let (seq, pending) = match msg.info() {
-            Ok(info) => (info.stream_sequence, info.pending),
-            Err(e) => return Stopped::Failed(format!("a message without metadata: {e}")),
-        };
-        metrics.cluster.consumer_lag.set(pending as i64);
+        let seq = msg.sequence;
+        last = last.max(seq);
+        metrics
+            .cluster
+            .consumer_lag
+            .set(last.saturating_sub(seq) as i64);
         cluster.saw_seq(seq);
-        if seq < at.next {
-            continue;
-        }
         at.next = seq + 1;
         let mut samples = match message::decode(&msg.payload, seq, shape) {
             Ok(samples) => samples,
@@ -103,7 +117,7 @@ pub async fn consume(
             }
         };
         samples.retain(|s| s.seq > at.after);
-        let Some(last) = samples.last().map(|s| s.seq) else {
+        let Some(last_sample) = samples.last().map(|s| s.seq) else {
             continue;
         };
         loop {
@@ -122,6 +136,9 @@ pub async fn consume(
                 () = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
-        at.after = last;
+        at.after = last_sample;
+        if shutdown.is_triggered() {
+            return Stopped::Shutdown;
+        }
     }
 }

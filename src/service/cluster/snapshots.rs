@@ -1,15 +1,19 @@
-//! Sharing the learner's snapshots: the learner puts its newest published snapshot (the model
-//! file format, the same bytes `ffd train --save` writes) into the object bucket as `snapshot`
-//! every `cluster.share_every_ms` when it changed; every other node polls the object's id and,
-//! when it changed, loads it and swaps it in for `/classify`. While NATS is unreachable a node
-//! keeps serving the last snapshot it loaded.
+//! Sharing the learner's snapshots: every `cluster.share_every_ms`, when it changed, the learner
+//! publishes its newest snapshot (the model file format, the bytes `ffd train --save` writes)
+//! to the snapshot stream: its chunks (`<prefix>.chunk.<i>`, each tagged with the snapshot's
+//! id), then a description (`<prefix>.meta`). The stream keeps one message per subject. Every
+//! other node reads the description twice per period by a direct get and, when it names a new
+//! snapshot, gets the chunks the same way, checks they all carry its id (a learner may be
+//! writing the next one), and swaps the snapshot in for `/classify`. No read creates a
+//! consumer. While NATS is unreachable a node keeps serving the last snapshot it loaded.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::object_store::ObjectMetadata;
+use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
+
+use async_nats::jetstream::stream::DirectGetErrorKind;
 
 use crate::ff::NetworkConfig;
 use crate::service::cluster::{unix_ms, ClusterState, Role};
@@ -20,12 +24,18 @@ use crate::service::snapshot::{Snapshot, Snapshots};
 use crate::store::checkpoint::Counters;
 use crate::store::model_file;
 
-/// Name of the shared snapshot object.
-const OBJECT: &str = "snapshot";
+/// Bytes per chunk message (NATS's default payload limit is 1 MiB).
+const CHUNK_BYTES: usize = 512 << 10;
 
-/// What rides with a shared snapshot (the object's description, as JSON).
+/// The header naming the snapshot a chunk belongs to.
+const SNAPSHOT_ID: &str = "Ffd-Snapshot";
+
+/// A shared snapshot's description (the `meta` message, as JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Meta {
+    id: String,
+    chunks: usize,
+    bytes: usize,
     version: u64,
     samples_learned: u64,
     learned_seq: u64,
@@ -95,7 +105,19 @@ pub async fn run(s: Sharing, mut shutdown: ShutdownNotice) {
 
 async fn share(s: &Sharing, snap: &Snapshot) -> Result<(), String> {
     let now = unix_ms();
+    let bytes = model_file::model_to_bytes(&snap.model, None);
+    let id = format!("{}-{}-{now}", s.cluster.node, snap.version);
+    let prefix = &s.cluster.bus.names.snapshot_subject;
+    let chunks = bytes.chunks(CHUNK_BYTES).count();
+    for (i, chunk) in bytes.chunks(CHUNK_BYTES).enumerate() {
+        let mut headers = HeaderMap::new();
+        headers.insert(SNAPSHOT_ID, id.as_str());
+        publish(s, format!("{prefix}.chunk.{i}"), headers, chunk.to_vec()).await?;
+    }
     let meta = Meta {
+        id,
+        chunks,
+        bytes: bytes.len(),
         version: snap.version,
         samples_learned: snap.samples_learned,
         learned_seq: s.progress.learned_seq(),
@@ -103,53 +125,68 @@ async fn share(s: &Sharing, snap: &Snapshot) -> Result<(), String> {
         node: s.cluster.node.clone(),
         unix_ms: now,
     };
-    let bytes = model_file::model_to_bytes(&snap.model, None);
-    let object = ObjectMetadata {
-        name: OBJECT.into(),
-        description: Some(serde_json::to_string(&meta).map_err(|e| e.to_string())?),
-        ..Default::default()
-    };
-    s.cluster
-        .bus
-        .objects
-        .put(object, &mut bytes.as_slice())
-        .await
-        .map_err(|e| e.to_string())?;
+    let meta = serde_json::to_vec(&meta).map_err(|e| e.to_string())?;
+    publish(s, format!("{prefix}.meta"), HeaderMap::new(), meta).await?;
     s.cluster.set_snapshot_time(now);
     Ok(())
 }
 
-/// The shared snapshot a replica loaded last: the object's id and the version it served.
+/// Publishes one message to the snapshot stream and waits for its acknowledgement.
+async fn publish(
+    s: &Sharing,
+    subject: String,
+    headers: HeaderMap,
+    payload: Vec<u8>,
+) -> Result<(), String> {
+    s.cluster
+        .bus
+        .js
+        .publish_with_headers(subject, headers, payload.into())
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The shared snapshot a replica loaded last: its id and the version it served.
 #[derive(Debug, Default)]
 struct Loaded {
-    nuid: String,
+    id: String,
     version: u64,
 }
 
 /// Loads the shared snapshot if it changed, or if something else (this node's learner thread
 /// finishing a chunk after a step-down) published over the one loaded.
 async fn follow(s: &Sharing, loaded: &mut Loaded) -> Result<(), String> {
-    let objects = &s.cluster.bus.objects;
-    let info = match objects.info(OBJECT).await {
-        Ok(info) => info,
+    let stream = &s.cluster.bus.snapshots;
+    let prefix = &s.cluster.bus.names.snapshot_subject;
+    let meta = match stream
+        .direct_get_last_for_subject(format!("{prefix}.meta"))
+        .await
+    {
+        Ok(message) => message,
         // Nothing shared yet.
-        Err(e) if e.kind() == async_nats::jetstream::object_store::InfoErrorKind::NotFound => {
-            return Ok(())
-        }
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e.to_string()),
     };
-    if info.nuid == loaded.nuid && s.snapshots.load().version == loaded.version {
+    let meta: Meta =
+        serde_json::from_slice(&meta.payload).map_err(|e| format!("snapshot description: {e}"))?;
+    if meta.id == loaded.id && s.snapshots.load().version == loaded.version {
         return Ok(());
     }
-    let meta: Meta = serde_json::from_str(info.description.as_deref().unwrap_or_default())
-        .map_err(|e| format!("snapshot description: {e}"))?;
-    let mut object = objects.get(OBJECT).await.map_err(|e| e.to_string())?;
-    let mut bytes = Vec::with_capacity(info.size);
-    object
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| e.to_string())?;
-    let file = model_file::model_from_bytes(&bytes, std::path::Path::new(OBJECT))
+    let mut bytes = Vec::with_capacity(meta.bytes);
+    for i in 0..meta.chunks {
+        let chunk = stream
+            .direct_get_last_for_subject(format!("{prefix}.chunk.{i}"))
+            .await
+            .map_err(|e| format!("snapshot chunk {i}: {e}"))?;
+        if chunk.headers.get(SNAPSHOT_ID).map(|v| v.as_str()) != Some(meta.id.as_str()) {
+            return Err("the snapshot is being replaced; next time".into());
+        }
+        bytes.extend_from_slice(&chunk.payload);
+    }
+    let file = model_file::model_from_bytes(&bytes, std::path::Path::new(&meta.id))
         .map_err(|e| e.to_string())?;
     if *file.model.config() != s.network {
         return Err("the shared snapshot is of another network; not served".into());
@@ -176,7 +213,7 @@ async fn follow(s: &Sharing, loaded: &mut Loaded) -> Result<(), String> {
         .saw_seq(crate::service::cluster::message::stream_seq(
             meta.learned_seq,
         ));
-    loaded.nuid.clone_from(&info.nuid);
     loaded.version = meta.version;
+    loaded.id = meta.id;
     Ok(())
 }

@@ -49,6 +49,32 @@ impl NatsServer {
         Self::start(bin, dir, "solo", port, monitor, &config)
     }
 
+    /// Three servers in one JetStream cluster, each storing under `dir`.
+    pub fn cluster(bin: &Path, dir: &Path) -> Vec<Self> {
+        let ports: Vec<(u16, u16, u16)> = (0..3)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, _, route)| format!("\"nats-route://127.0.0.1:{route}\""))
+            .collect();
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(port, monitor, route))| {
+                let name = format!("n{}", i + 1);
+                let store = dir.join(&name);
+                let config = format!(
+                    "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor}\"\n\
+                     jetstream {{ store_dir: {store:?} }}\n\
+                     cluster {{ name: ffd-test, listen: \"127.0.0.1:{route}\", routes: [{}] }}\n",
+                    routes.join(", ")
+                );
+                Self::start(bin, dir, &name, port, monitor, &config)
+            })
+            .collect()
+    }
+
     fn start(bin: &Path, dir: &Path, name: &str, port: u16, monitor: u16, config: &str) -> Self {
         let config_path = dir.join(format!("{name}.conf"));
         std::fs::write(&config_path, config).expect("config written");
@@ -133,6 +159,8 @@ pub struct FfdNode {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// This node's `cluster.node`.
+    pub name: String,
     log: Arc<Mutex<Vec<String>>>,
     reaped: bool,
 }
@@ -208,6 +236,7 @@ impl FfdNode {
         Self {
             child,
             url: format!("http://{addr}"),
+            name: name.into(),
             log,
             reaped: false,
         }
@@ -216,6 +245,13 @@ impl FfdNode {
     /// What the node logged so far.
     pub fn logs(&self) -> String {
         self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: a plain syscall on a child this test started and has not reaped.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "signal {signal} to {}", self.name);
     }
 
     /// SIGKILL, and reaps the process.
