@@ -34,8 +34,7 @@ fn env(url: &str) -> Vec<(String, String)> {
 
 /// The engine trained in-process on samples `0..n` in order, with the node's configuration.
 fn in_process(data: &ffd::data::idx::Dataset, n: usize) -> Model {
-    let mut config = ffd::service::Config::default();
-    config.network.hidden = vec![32, 32];
+    let mut config = support::small_config();
     config.train.sleep_every_seconds = 0.0;
     let model = Model::new(
         config.network.clone(),

@@ -188,6 +188,10 @@ pub fn node_env(
         ),
         ("FFD_CLUSTER__SHARE_EVERY_MS".into(), "100".into()),
         ("FFD_NETWORK__HIDDEN".into(), "[32, 32]".into()),
+        // The constant rate of `support::small_config` (what the bounds on the small subset
+        // were measured at).
+        ("FFD_TRAIN__LR".into(), "3e-4".into()),
+        ("FFD_TRAIN__LR_BOOST".into(), "1".into()),
         ("FFD_LEARNER__SNAPSHOT_EVERY_MS".into(), "20".into()),
         ("FFD_LEARNER__DRAIN_TIMEOUT_MS".into(), "5000".into()),
         // Several nodes share the test machine's cores.
