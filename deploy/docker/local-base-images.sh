@@ -9,7 +9,9 @@
 #                                             cargo included) copied to /usr/local/rust
 #
 # and, with `--prometheus`, the Prometheus stand-in the compose stack uses (deploy/docker/
-# prometheus.Dockerfile: Debian's `prometheus` package on the runtime image).
+# prometheus.Dockerfile: Debian's `prometheus` package on the runtime image); with `--nats`, the
+# NATS stand-in the cluster compose file uses (deploy/docker/nats.Dockerfile: Debian's
+# `nats-server` package on the runtime image).
 #
 # Use them through the Dockerfile's own build arguments; the last lines this script prints are
 # those arguments, e.g.
@@ -35,16 +37,18 @@
 set -eu
 
 usage() {
-    echo "usage: $0 [--force] [--prometheus]" >&2
+    echo "usage: $0 [--force] [--prometheus] [--nats]" >&2
     exit 2
 }
 
 force=0
 prometheus=0
+nats=0
 for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
         --prometheus) prometheus=1 ;;
+        --nats) nats=1 ;;
         *) usage ;;
     esac
 done
@@ -64,6 +68,7 @@ sysroot="$(rustc --print sysroot)"
 runtime_image="ffd-base/debian:$release-slim"
 rust_image="ffd-base/rust:$rust_version-$release"
 prometheus_image="ffd-base/prometheus:$release"
+nats_image="ffd-base/nats:$release"
 
 cache="${FFD_BASE_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ffd/base-images}"
 mkdir -p "$cache/debs"
@@ -180,6 +185,16 @@ if [ "$prometheus" = 1 ]; then
         # Host network: apt inside the build reaches Debian's mirror as the host does.
         docker build --network host --build-arg "RUNTIME_IMAGE=$runtime_image" \
             -f "$here/prometheus.Dockerfile" -t "$prometheus_image" "$here" >&2
+    fi
+fi
+
+if [ "$nats" = 1 ]; then
+    if have_image "$nats_image"; then
+        log "$nats_image exists"
+    else
+        log "docker build $nats_image"
+        docker build --network host --build-arg "RUNTIME_IMAGE=$runtime_image" \
+            -f "$here/nats.Dockerfile" -t "$nats_image" "$here" >&2
     fi
 fi
 

@@ -9,7 +9,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::support::deploy::repo_path;
-use crate::support::docker::{learn, unique_name, wait_for_200, wait_learned, Docker};
+use crate::support::docker::{
+    compose_command, learn, unique_name, wait_for_200, wait_learned, Docker,
+};
 
 /// Prometheus scrapes every 5 s; a few scrapes and a restart fit in this.
 const PROMETHEUS_WITHIN: Duration = Duration::from_secs(60);
@@ -76,29 +78,6 @@ impl Drop for Stack {
         let _ = self.output(&["down", "--volumes", "--remove-orphans", "--timeout", "5"]);
         let _ = std::fs::remove_file(&self.override_file);
     }
-}
-
-/// `docker-compose` (Debian's package) or the `docker compose` plugin, whichever exists.
-fn compose_command(docker: &Docker) -> Option<Vec<String>> {
-    let works = |program: &std::path::Path, args: &[&str]| {
-        Command::new(program)
-            .args(args)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let standalone = crate::support::tools::on_path("docker-compose")
-        .into_iter()
-        .find(|p| works(p, &["version"]));
-    if let Some(program) = standalone {
-        return Some(vec![program.display().to_string()]);
-    }
-    if works(&docker.cli, &["compose", "version"]) {
-        return Some(vec![docker.cli.display().to_string(), "compose".into()]);
-    }
-    crate::support::tools::skip(
-        "needs docker-compose (install the Debian package docker-compose) or `docker compose`",
-    );
-    None
 }
 
 /// A loopback port free right now.

@@ -20,6 +20,7 @@ mod deploy_manifests;
 mod deploy_prometheus;
 mod deploy_prometheus_live;
 mod determinism;
+mod docker_cluster;
 mod docker_compose;
 mod docker_image;
 mod drift_detection;

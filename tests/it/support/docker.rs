@@ -161,6 +161,29 @@ impl Docker {
     }
 }
 
+/// `docker-compose` (Debian's package) or the `docker compose` plugin, whichever exists.
+pub fn compose_command(docker: &Docker) -> Option<Vec<String>> {
+    let works = |program: &std::path::Path, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let standalone = tools::on_path("docker-compose")
+        .into_iter()
+        .find(|p| works(p, &["version"]));
+    if let Some(program) = standalone {
+        return Some(vec![program.display().to_string()]);
+    }
+    if works(&docker.cli, &["compose", "version"]) {
+        return Some(vec![docker.cli.display().to_string(), "compose".into()]);
+    }
+    tools::skip(
+        "needs docker-compose (install the Debian package docker-compose) or `docker compose`",
+    );
+    None
+}
+
 /// Whether `client` builds with BuildKit (see [`Docker`]).
 fn builds_with_buildkit(client: &Path) -> bool {
     let buildx = Command::new(client).args(["buildx", "version"]).output();
