@@ -23,6 +23,12 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q 'version 4\.32\.5$
     "$venv/bin/pip" install -q 'schemathesis==4.32.5'
 fi
 
+# The server gets exactly the settings below: ffd refuses FFD_* variables it does not know (such
+# as FFD_TEST_REQUIRE_TOOLS, which .ci/run exports for the tests).
+for var in $(compgen -e); do
+    [[ "$var" == FFD_* ]] && unset "$var"
+done
+
 work=$(mktemp -d)
 # Made before the server starts: the wait below reads it, perhaps before the server's shell has.
 : >"$work/server.log"

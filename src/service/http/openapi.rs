@@ -305,6 +305,19 @@ pub fn exact_document(document: &utoipa::openapi::OpenApi, limits: Limits) -> Va
             }
         }
     }
+    // The rule `/learn` enforces on `Idempotency-Key` (1 to 128 visible ASCII characters),
+    // which the handler's annotation cannot state.
+    let learn = at(&mut document, &["paths", "/learn", "post", "parameters"]);
+    for parameter in learn.and_then(Value::as_array_mut).into_iter().flatten() {
+        if parameter["name"] == "Idempotency-Key" {
+            parameter["schema"] = json!({
+                "type": "string",
+                "minLength": 1,
+                "maxLength": super::learn::MAX_IDEMPOTENCY_KEY,
+                "pattern": "^[!-~]+$",
+            });
+        }
+    }
     // With a binary output, the answer is the JSON followed by the outputs' bytes.
     let ok = at(
         &mut document,
