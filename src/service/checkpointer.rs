@@ -54,6 +54,26 @@ impl CheckpointReport {
             seconds: 0.0,
         }
     }
+
+    /// Publishes the outcome of the checkpoint of `counters` that satisfied requests up to
+    /// `request`: the one update both writers (local files, the cluster's object bucket) make.
+    pub fn publish(
+        reports: &watch::Sender<CheckpointReport>,
+        request: u64,
+        counters: &crate::store::checkpoint::Counters,
+        result: Result<PathBuf, String>,
+        seconds: f64,
+    ) {
+        reports.send_modify(|r| {
+            *r = CheckpointReport {
+                request: r.request.max(request),
+                last_seq: counters.last_seq,
+                samples_learned: counters.samples_learned,
+                result,
+                seconds,
+            }
+        });
+    }
 }
 
 /// The writer thread's two ends: the learner sends jobs, handlers watch reports.
@@ -144,14 +164,6 @@ fn run(
                 Err(e.to_string())
             }
         };
-        reports.send_modify(|r| {
-            *r = CheckpointReport {
-                request: r.request.max(job.request),
-                last_seq: counters.last_seq,
-                samples_learned: counters.samples_learned,
-                result,
-                seconds,
-            }
-        });
+        CheckpointReport::publish(reports, job.request, &counters, result, seconds);
     }
 }

@@ -101,15 +101,7 @@ fn run(
                 Err(e.to_string())
             }
         };
-        reports.send_modify(|r| {
-            *r = CheckpointReport {
-                request: r.request.max(job.request),
-                last_seq: counters.last_seq,
-                samples_learned: counters.samples_learned,
-                result,
-                seconds,
-            }
-        });
+        CheckpointReport::publish(reports, job.request, &counters, result, seconds);
     }
 }
 
