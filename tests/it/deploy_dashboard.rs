@@ -242,6 +242,17 @@ fn dashboard_uses_the_provisioned_datasource_and_shows_every_signal() {
         "ffd_calibration_temperature",
         "increase(ffd_drift_detected_total[5m])",
         "changes(ffd_drift_detected_total[1m]) > 0",
+        // the cluster backend: learners and roles, failovers, lag, publish acknowledgements,
+        // snapshot age, skipped messages and fenced writes
+        "count(ffd_cluster_role == 2)",
+        "ffd_cluster_role",
+        "increase(ffd_cluster_failovers_total[5m])",
+        "ffd_cluster_consumer_lag",
+        "histogram_quantile(0.5, sum by (le) (rate(ffd_cluster_publish_ack_seconds_bucket[5m])))",
+        "histogram_quantile(0.99, sum by (le) (rate(ffd_cluster_publish_ack_seconds_bucket[5m])))",
+        "ffd_cluster_snapshot_age_seconds",
+        "increase(ffd_cluster_bad_messages_total[5m])",
+        "increase(ffd_cluster_fenced_writes_total[5m])",
     ] {
         assert!(has(fragment), "no dashboard query contains `{fragment}`");
     }
@@ -253,4 +264,146 @@ fn dashboard_uses_the_provisioned_datasource_and_shows_every_signal() {
     let mappings = &phase["fieldConfig"]["defaults"]["mappings"][0]["options"];
     assert_eq!(mappings["0"]["text"], "wake");
     assert_eq!(mappings["1"]["text"], "sleep");
+    // The roles as /v1/model names them (tests/it/deploy_prometheus_live.rs checks a real
+    // cluster's learner shows as "learner").
+    let role = panels
+        .iter()
+        .find(|p| p["title"] == "Cluster role")
+        .expect("a Cluster role panel");
+    assert_eq!(role["type"], "state-timeline");
+    let mappings = &role["fieldConfig"]["defaults"]["mappings"][0]["options"];
+    assert_eq!(mappings["0"]["text"], "replica");
+    assert_eq!(mappings["1"]["text"], "starting");
+    assert_eq!(mappings["2"]["text"], "learner");
+}
+
+/// Grafana lays panels out on a 24-column grid as their `gridPos` says: no two panels overlap,
+/// none is wider than the grid, and each panel lies below the row it follows in the file and
+/// above the next row, so that it shows in its row.
+#[test]
+fn dashboard_panels_do_not_overlap_and_sit_in_their_rows() {
+    let dashboard = json(DASHBOARD);
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let rect = |p: &Value| {
+        let g = &p["gridPos"];
+        let n = |k: &str| {
+            g[k].as_u64()
+                .unwrap_or_else(|| panic!("{}: gridPos.{k}", p["title"]))
+        };
+        (n("x"), n("y"), n("w"), n("h"))
+    };
+    for (i, a) in panels.iter().enumerate() {
+        let (ax, ay, aw, ah) = rect(a);
+        assert!(ax + aw <= 24, "{} is wider than the grid", a["title"]);
+        for b in &panels[i + 1..] {
+            let (bx, by, bw, bh) = rect(b);
+            let overlap = ax < bx + bw && bx < ax + aw && ay < by + bh && by < ay + ah;
+            assert!(!overlap, "{} overlaps {}", a["title"], b["title"]);
+        }
+    }
+    let rows: Vec<(usize, u64)> = panels
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p["type"] == "row")
+        .map(|(i, p)| (i, rect(p).1))
+        .collect();
+    for (i, panel) in panels.iter().enumerate() {
+        if panel["type"] == "row" {
+            continue;
+        }
+        let (_, y, _, h) = rect(panel);
+        let above = rows.iter().rev().find(|(at, _)| *at < i);
+        let below = rows.iter().find(|(at, _)| *at > i);
+        if let Some((_, row_y)) = above {
+            assert!(*row_y < y, "{} is above its row", panel["title"]);
+        }
+        if let Some((_, row_y)) = below {
+            assert!(
+                y + h <= *row_y,
+                "{} reaches into the next row",
+                panel["title"]
+            );
+        }
+    }
+}
+
+/// `FfdClusterNoLearner`, run by `promtool test rules` on series a cluster and a single node
+/// export: it fires once the nodes of a cluster acknowledge samples and none has learned for a
+/// minute, and stays silent through a failover shorter than that, for an idle cluster, and for
+/// a node in local mode (whose cluster metrics stay at 0).
+#[test]
+fn the_no_learner_alert_fires_for_a_cluster_that_acknowledges_but_does_not_learn() {
+    let Some(promtool) = support::tools::require("promtool", "the Debian package `prometheus`")
+    else {
+        return;
+    };
+    let rules = yaml(ALERTS);
+    let rule = rules["groups"][0]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["alert"] == "FfdClusterNoLearner")
+        .expect("the FfdClusterNoLearner rule")
+        .clone();
+    // Roles and publish counts every 15 s: `role` values for nodes a, b, c (empty: no such
+    // node); acknowledgements counted on node a, growing or not.
+    let case = |roles: [&str; 3], published: &str, eval: &str, fires: bool| {
+        let mut series: Vec<Value> = ["a", "b", "c"]
+            .iter()
+            .zip(roles)
+            .filter(|(_, values)| !values.is_empty())
+            .map(|(node, values)| {
+                json!({ "series": format!("ffd_cluster_role{{job=\"ffd\",instance=\"{node}\"}}"), "values": values })
+            })
+            .collect();
+        series.push(json!({
+            "series": "ffd_cluster_publish_ack_seconds_count{job=\"ffd\",instance=\"a\"}",
+            "values": published
+        }));
+        let expected = if fires {
+            json!([{ "exp_labels": { "job": "ffd" }, "exp_annotations": rule["annotations"] }])
+        } else {
+            json!([])
+        };
+        json!({
+            "interval": "15s",
+            "input_series": series,
+            "alert_rule_test": [{ "eval_time": eval, "alertname": "FfdClusterNoLearner", "exp_alerts": expected }]
+        })
+    };
+    let tests = [
+        // The learner a dies at 2m15s and nobody takes over: pending, then firing after 1m.
+        case(["2x8 0x24", "0x32", "0x32"], "0+10x32", "2m", false),
+        case(["2x8 0x24", "0x32", "0x32"], "0+10x32", "3m", false),
+        case(["2x8 0x24", "0x32", "0x32"], "0+10x32", "3m30s", true),
+        // b takes over 30 s after a died: a failover, no alert.
+        case(["2x8 0x24", "0x10 2x22", "0x32"], "0+10x32", "5m", false),
+        // No learner, and nothing to learn.
+        case(["0x32", "0x32", "0x32"], "0x32", "5m", false),
+        // Local mode: every cluster metric at 0 (one node; the other series absent).
+        case(["0x32", "", ""], "0x32", "5m", false),
+    ];
+    let file = json!({
+        "rule_files": [support::deploy::repo_path(ALERTS)],
+        "evaluation_interval": "15s",
+        "tests": tests,
+    });
+    let mut test_file = tempfile::Builder::new()
+        .suffix(".yml")
+        .tempfile()
+        .expect("temp file");
+    test_file
+        .write_all(file.to_string().as_bytes())
+        .expect("write the test");
+    let out = Command::new(promtool)
+        .args(["test", "rules"])
+        .arg(test_file.path())
+        .output()
+        .expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

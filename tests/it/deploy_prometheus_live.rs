@@ -2,7 +2,8 @@
 //! binary of the Debian package that `.ci/run` installs for promtool) scraping a real `ffd`
 //! that learns from the committed MNIST subset: every query returns series, the alert rules
 //! evaluate without error, and the accuracy and goodness-gap panels compute what they claim
-//! (equal to the values in `/metrics` once learning has stopped).
+//! (equal to the values in `/metrics` once learning has stopped). The Cluster row is checked the
+//! same way on three nodes of the cluster backend, on a three-server NATS cluster.
 use crate::support;
 
 use std::io::Write;
@@ -30,9 +31,9 @@ impl Drop for Prometheus {
 
 impl Prometheus {
     /// Starts Prometheus with `deploy/prometheus/prometheus.yml`, changed only where a test
-    /// must: the target is `target` (host:port), scrapes every second, the rule file path is
+    /// must: the targets are `targets` (host:port), scrapes every second, the rule file path is
     /// absolute.
-    fn start(binary: &std::path::Path, target: &str) -> Self {
+    fn start(binary: &std::path::Path, targets: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = yaml("deploy/prometheus/prometheus.yml");
         config["global"]["scrape_interval"] = json!("1s");
@@ -48,7 +49,7 @@ impl Prometheus {
             .iter_mut()
             .find(|j| j["job_name"] == "ffd")
             .expect("job ffd");
-        job["static_configs"] = json!([{ "targets": [target] }]);
+        job["static_configs"] = json!([{ "targets": targets }]);
         let config_path = dir.path().join("prometheus.yml");
         std::fs::File::create(&config_path)
             .and_then(|mut f| f.write_all(config.to_string().as_bytes()))
@@ -135,7 +136,7 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alert
     let dir = tempfile::tempdir().expect("a temporary directory");
     let s = start_server(durable_config(dir.path())).await;
     let target = s.url.strip_prefix("http://").expect("http URL").to_owned();
-    let prometheus = Prometheus::start(&binary, &target);
+    let prometheus = Prometheus::start(&binary, &[&target]);
     eventually("the ffd target is scraped", || async {
         let up = prometheus.query("up{job=\"ffd\"}").await;
         match up.first() {
@@ -273,4 +274,180 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_evaluates_the_alert
 
     drop(prometheus);
     s.shutdown().await.expect("clean shutdown");
+}
+
+/// The dashboard's "Cluster" row, by a real Prometheus scraping three `ffd serve` nodes of the
+/// cluster backend on a three-server NATS cluster (Debian's `nats-server`): every query of the
+/// row returns series; "Learners" is 1 and "Cluster role" shows 2 ("learner") for the node
+/// `/v1/model` calls the learner and 0 ("replica") for the others; after learn requests the
+/// publish-acknowledgement p50 and p99 are positive and finite; after the learner is killed,
+/// "Failovers" counts the take-over on the node that now learns, and "Learners" is 1 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_shows_the_cluster_row_of_a_nats_cluster() {
+    use crate::support::nats::{nats_server, node_env, FfdNode, NatsServer};
+
+    let Some(binary) = support::tools::require("prometheus", "the Debian package `prometheus`")
+    else {
+        return;
+    };
+    let Some(nats_bin) = nats_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let nats = NatsServer::cluster(&nats_bin, dir.path());
+    for server in &nats {
+        server.wait_ready();
+    }
+    let urls: Vec<&str> = nats.iter().map(|s| s.url.as_str()).collect();
+    let mut nodes: Vec<FfdNode> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|name| FfdNode::start(name, &node_env(&urls, name, 3, 1.0)))
+        .collect();
+    let instance = |node: &FfdNode| node.url.trim_start_matches("http://").to_owned();
+    let targets: Vec<String> = nodes.iter().map(instance).collect();
+    let target_refs: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let prometheus = Prometheus::start(&binary, &target_refs);
+    let client = reqwest::Client::new();
+
+    // The row's panels: those after the "Cluster" row, up to the next row.
+    let dashboard = json("deploy/grafana/dashboards/ffd.json");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let row = panels
+        .iter()
+        .position(|p| p["type"] == "row" && p["title"] == "Cluster")
+        .expect("a Cluster row");
+    let row_titles: Vec<String> = panels[row + 1..]
+        .iter()
+        .take_while(|p| p["type"] != "row")
+        .map(|p| p["title"].as_str().expect("a title").to_owned())
+        .collect();
+    let queries: Vec<(String, String)> = dashboard_queries(&dashboard)
+        .into_iter()
+        .filter(|(title, _)| row_titles.contains(title))
+        .collect();
+    let query_of = |title: &str| {
+        queries
+            .iter()
+            .find(|(t, _)| t == title)
+            .map(|(_, e)| e.clone())
+            .unwrap_or_else(|| panic!("no panel {title} in the Cluster row"))
+    };
+    let mapping = &panels[row + 1..]
+        .iter()
+        .find(|p| p["title"] == "Cluster role")
+        .expect("the Cluster role panel")["fieldConfig"]["defaults"]["mappings"][0]["options"];
+
+    // Which node learns, by /v1/model.
+    let learner_of = |nodes: &[FfdNode]| {
+        let nodes: Vec<(String, String)> =
+            nodes.iter().map(|n| (n.url.clone(), instance(n))).collect();
+        let client = client.clone();
+        async move {
+            let mut learners = Vec::new();
+            for (url, inst) in &nodes {
+                let model: Value = match client.get(format!("{url}/v1/model")).send().await {
+                    Ok(r) => r.json().await.unwrap_or_default(),
+                    Err(_) => Value::Null,
+                };
+                if model["cluster"]["role"] == "learner" {
+                    learners.push(inst.clone());
+                }
+            }
+            match learners.as_slice() {
+                [one] => Ok(one.clone()),
+                _ => Err(format!("learners: {learners:?}")),
+            }
+        }
+    };
+    let learner = eventually("one learner", || learner_of(&nodes)).await;
+
+    // "Cluster role" and "Learners" agree with /v1/model.
+    let roles = query_of("Cluster role");
+    eventually("the role panel shows the learner", || async {
+        let result = prometheus.query(&roles).await;
+        let mut shown = Vec::new();
+        for sample in &result {
+            let inst = sample["metric"]["instance"].as_str().unwrap_or_default();
+            let role = value_of(sample);
+            let text = &mapping[format!("{role}")]["text"];
+            let want = if inst == learner {
+                "learner"
+            } else {
+                "replica"
+            };
+            if *text != want {
+                return Err(format!("{inst}: {role} ({text}), want {want}"));
+            }
+            shown.push(inst.to_owned());
+        }
+        if shown.len() == targets.len() {
+            Ok(())
+        } else {
+            Err(format!("series for {shown:?}"))
+        }
+    })
+    .await;
+    let learners = query_of("Learners");
+    let one_learner = || async {
+        let shown = prometheus.query(&learners).await.first().map(value_of);
+        if shown == Some(1.0) {
+            Ok(())
+        } else {
+            Err(format!("Learners = {shown:?}"))
+        }
+    };
+    eventually("Learners shows 1", one_learner).await;
+
+    // Ingest through every node: the acknowledgement latencies.
+    let data = support::mnist_small();
+    for (i, node) in nodes.iter().enumerate() {
+        let response = client
+            .post(format!("{}/learn", node.url))
+            .json(&batch_json(&data.train, i * 20..i * 20 + 20))
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), 202, "{}", node.logs());
+    }
+    for (panel, expr) in &queries {
+        eventually(&format!("panel \"{panel}\": `{expr}`"), || async {
+            let result = prometheus.query(expr).await;
+            if result.is_empty() {
+                return Err("no series".to_owned());
+            }
+            if panel.starts_with("Publish acknowledgement") {
+                let v = value_of(&result[0]);
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(format!("{v}"));
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+
+    // Kill the learner: another node takes over, "Failovers" counts it there.
+    let killed = nodes
+        .iter()
+        .position(|n| instance(n) == learner)
+        .expect("the learner's node");
+    nodes[killed].kill_9();
+    let gone = nodes.remove(killed);
+    let successor = eventually("a new learner", || learner_of(&nodes)).await;
+    let failovers = query_of("Failovers");
+    eventually("Failovers counts the take-over", || async {
+        let result = prometheus.query(&failovers).await;
+        let counted = result
+            .iter()
+            .any(|s| s["metric"]["instance"] == successor.as_str() && value_of(s) >= 1.0);
+        if counted {
+            Ok(())
+        } else {
+            Err(format!("{result:?}"))
+        }
+    })
+    .await;
+    eventually("Learners shows 1 again", one_learner).await;
+    drop(gone);
+    drop(prometheus);
 }

@@ -159,13 +159,13 @@ impl Dockerfile {
     }
 }
 
-/// The port `ffd serve` listens on in the container: the configuration the image loads
+/// The configuration `ffd serve` runs with in the container: the one the image loads
 /// (`config/default.toml`, which the Dockerfile copies to `/etc/ffd/ffd.toml`) with the image's
 /// `FFD_*` variables and then `overrides` (a manifest's environment) applied, exactly as the
-/// service loads it. Bearer-token variables are left out: they are credentials, not settings of
-/// the listening socket. A variable that is not a configuration key fails here as it would fail
-/// the container's start.
-pub fn container_listen_port(overrides: &[(String, String)]) -> u16 {
+/// service loads it. Bearer-token variables are left out: they are credentials, not settings.
+/// A variable that is not a configuration key fails here as it would fail the container's
+/// start.
+pub fn container_config(overrides: &[(String, String)]) -> ffd::service::Config {
     let image = Dockerfile::read();
     let env: Vec<(String, String)> = image
         .env
@@ -174,10 +174,13 @@ pub fn container_listen_port(overrides: &[(String, String)]) -> u16 {
         .filter(|(k, _)| k.starts_with("FFD_") && !k.contains("TOKEN"))
         .cloned()
         .collect();
-    let config =
-        ffd::service::Config::load(Some(Path::new(&repo_path("config/default.toml"))), env)
-            .unwrap_or_else(|e| panic!("the container's configuration does not load: {e}"));
-    config.listen.port()
+    ffd::service::Config::load(Some(Path::new(&repo_path("config/default.toml"))), env)
+        .unwrap_or_else(|e| panic!("the container's configuration does not load: {e}"))
+}
+
+/// The port `ffd serve` listens on in the container (see [`container_config`]).
+pub fn container_listen_port(overrides: &[(String, String)]) -> u16 {
+    container_config(overrides).listen.port()
 }
 
 /// A metric selector found in a PromQL expression: the metric name and its label matchers
