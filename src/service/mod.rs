@@ -227,7 +227,7 @@ impl Service {
         } else {
             config.cluster.node.clone()
         };
-        let bus = cluster::bus::connect(&config.cluster, &node).await?;
+        let bus = cluster::bus::connect(&config.cluster, &config.pending, &node).await?;
         tracing::info!(urls = %bus.urls, node = %node, model = %config.cluster.model, "connected to NATS JetStream");
         let mut trainer = Trainer::new(model.clone(), config.train.clone(), config.seed)?;
         trainer.set_threads(config.learner.threads);

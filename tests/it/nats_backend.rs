@@ -353,8 +353,130 @@ async fn without_nats_learn_is_refused_and_classify_still_serves() {
         classify(&client, &node, &data.test).await == before,
         "the last snapshot is served"
     );
+    // Features kept for a delayed label live in NATS: without it they cannot be kept or
+    // claimed, and both requests say so rather than answer 200 and lose the id.
+    let r = client
+        .post(format!("{}/classify", node.url))
+        .json(&json!({"features": data.test.sample(0).0, "id": "req-1"}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status(), 503);
+    assert_eq!(support::error_code(r).await.1, "cluster_unavailable");
+    let r = learn(&client, &node, &json!({"id": "req-1", "label": 3}), None).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(support::error_code(r).await.1, "cluster_unavailable");
     let m = node.model(&client).await;
     assert_eq!(m["samples_learned"], 100, "{m}");
+}
+
+/// `/classify {features, id}` on one node, then `/learn {id, label}`.
+async fn keep(client: &reqwest::Client, node: &FfdNode, ids: &[(String, &[f32])]) {
+    let samples: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|(id, features)| json!({"features": features, "id": id}))
+        .collect();
+    let r = client
+        .post(format!("{}/classify", node.url))
+        .json(&json!({ "samples": samples }))
+        .send()
+        .await
+        .expect("the node answers");
+    assert_eq!(r.status(), 200, "node log:\n{}", node.logs());
+}
+
+fn labels(ids: &[(String, usize)]) -> serde_json::Value {
+    let samples: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|(id, label)| json!({"id": id, "label": label}))
+        .collect();
+    json!({ "samples": samples })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_label_reaches_any_node_and_is_learned_once() {
+    let Some(bin) = nats_server() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nats = NatsServer::single(&bin, dir.path());
+    nats.wait_ready();
+    let with_ttl = |name: &str| {
+        let mut env = env(&nats.url);
+        env.retain(|(k, _)| k != "FFD_CLUSTER__NODE");
+        env.push(("FFD_CLUSTER__NODE".into(), name.into()));
+        env.push(("FFD_PENDING__TTL_SECONDS".into(), "2".into()));
+        env
+    };
+    let a = FfdNode::start("node-a", &with_ttl("node-a"));
+    let b = FfdNode::start("node-b", &with_ttl("node-b"));
+    let client = reqwest::Client::new();
+    let data = support::mnist_small();
+    let n = 300;
+    let id = |i: usize| format!("req-{i}");
+
+    // Features kept on one node, labelled on the other, in three batches alternating the
+    // direction: the learner learns exactly the samples, in order, as if sent inline.
+    for (start, (keeper, labeller)) in [(0, (&a, &b)), (100, (&b, &a)), (200, (&a, &b))] {
+        let kept: Vec<(String, &[f32])> = (start..start + 100)
+            .map(|i| (id(i), data.train.sample(i).0))
+            .collect();
+        keep(&client, keeper, &kept).await;
+        let labelled: Vec<(String, usize)> = (start..start + 100)
+            .map(|i| (id(i), data.train.sample(i).1))
+            .collect();
+        let r = learn(&client, labeller, &labels(&labelled), None).await;
+        assert_eq!(r.status(), 202, "node log:\n{}", labeller.logs());
+    }
+
+    // A label is taken once, whichever node it reaches.
+    let r = learn(&client, &a, &json!({"id": id(0), "label": 1}), None).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(support::error_code(r).await.1, "unknown_id");
+
+    // A refused batch gives its ids back: the other node can use them.
+    keep(&client, &a, &[("back".to_owned(), data.train.sample(n).0)]).await;
+    let bad = json!({"samples": [{"id": "back", "label": 1}, {"features": [0.5], "label": 1}]});
+    let r = learn(&client, &a, &bad, None).await;
+    assert_eq!(r.status(), 422);
+    let r = learn(
+        &client,
+        &b,
+        &json!({"id": "back", "label": data.train.sample(n).1}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 202, "the refused batch's id was put back");
+
+    // Two nodes labelling one id at once: exactly one of them learns it.
+    keep(&client, &b, &[("race".to_owned(), data.train.sample(n + 1).0)]).await;
+    let body = json!({"id": "race", "label": data.train.sample(n + 1).1});
+    let (ra, rb) = tokio::join!(
+        learn(&client, &a, &body, None),
+        learn(&client, &b, &body, None)
+    );
+    let mut statuses = [ra.status().as_u16(), rb.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 409], "one claim wins");
+
+    // An id outlives neither its time to live nor the node that kept it: after 2 s it is gone.
+    keep(&client, &a, &[("late".to_owned(), data.train.sample(0).0)]).await;
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let r = learn(&client, &b, &json!({"id": "late", "label": 1}), None).await;
+    assert_eq!(r.status(), 409, "expired after pending.ttl_seconds");
+
+
+    // 300, "back" and "race", in that order of acknowledgement: the served model equals the
+    // engine's on the same samples.
+    let total = n + 2;
+    let learner = if a.model(&client).await["cluster"]["role"] == "learner" { &a } else { &b };
+    wait_for(learner, &client, "every label learned", |m| {
+        m["samples_learned"] == total && m["snapshot_samples_learned"] == total
+    })
+    .await;
+    let served = classify(&client, learner, &data.test).await;
+    let mut samples = data.train.clone();
+    samples.truncate(n + 2);
+    let engine = engine_answers(&in_process(&samples, total), &data.test);
+    assert!(served == engine, "the labels' features arrived bit for bit");
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //!   request, in order; its sequence numbers are the samples' `last_seq`;
 //! - the key-value bucket `ffd-lease-<model>`: one record, the learner's lease and its
 //!   checkpoint pointer (see `lease`);
+//! - the key-value bucket `ffd-pending-<model>`: features `/classify` keeps for a delayed
+//!   label, which any node may receive (see `pending`);
 //! - the object bucket `ffd-<model>`: checkpoints;
 //! - the stream `ffd-snapshots-<model>`: the learner's newest snapshot in chunks, one message
 //!   per subject kept, read by direct gets (no consumer per read: ephemeral consumers go through
@@ -11,14 +13,14 @@
 //! Debian's `nats-server` is 2.9, whose account-info reply the client cannot parse, so the
 //! client's `create_key_value` fails there: the bucket's backing stream is created here with the
 //! key-value conventions (`KV_<bucket>`, subjects `$KV.<bucket>.>`, rollup, no deletes, direct
-//! gets, discard new) and then opened with `get_key_value`, which works on every version.
+//! gets) and then opened with `get_key_value`, which works on every version.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, object_store, stream};
 use async_nats::{Client, ConnectOptions, ServerAddr};
 
-use crate::service::config::ClusterSection;
+use crate::service::config::{ClusterSection, PendingSection};
 
 /// How long JetStream remembers a message id (`Idempotency-Key`): retries within it are
 /// acknowledged with the first publication's sequence and not stored again.
@@ -64,6 +66,8 @@ pub struct Names {
     pub subject: String,
     /// The lease bucket.
     pub lease_bucket: String,
+    /// The pending-label bucket.
+    pub pending_bucket: String,
     /// The object bucket (checkpoints).
     pub objects: String,
     /// The stream of the shared snapshot.
@@ -79,6 +83,7 @@ impl Names {
             stream: format!("ffd-learn-{model}"),
             subject: format!("ffd.learn.{model}"),
             lease_bucket: format!("ffd-lease-{model}"),
+            pending_bucket: format!("ffd-pending-{model}"),
             objects: format!("ffd-{model}"),
             snapshots: format!("ffd-snapshots-{model}"),
             snapshot_subject: format!("ffd.snapshot.{model}"),
@@ -95,6 +100,8 @@ pub struct Bus {
     pub js: jetstream::Context,
     /// The lease bucket.
     pub lease: kv::Store,
+    /// The pending-label bucket.
+    pub pending: kv::Store,
     /// The object bucket.
     pub objects: object_store::ObjectStore,
     /// The snapshot stream.
@@ -115,8 +122,13 @@ impl std::fmt::Debug for Bus {
 }
 
 /// Connects to `cluster.nats_urls` and creates (or opens) the model's stream and buckets.
-/// Fails, naming the URLs, when no server answers within `nats_timeout_ms`.
-pub async fn connect(cluster: &ClusterSection, node: &str) -> Result<Bus, BusError> {
+/// Fails, naming the URLs, when no server answers within `nats_timeout_ms`. `limits` bounds
+/// the pending-label bucket.
+pub async fn connect(
+    cluster: &ClusterSection,
+    limits: &PendingSection,
+    node: &str,
+) -> Result<Bus, BusError> {
     let urls = cluster.nats_urls.join(", ");
     let timeout = Duration::from_millis(cluster.nats_timeout_ms);
     let addrs = cluster
@@ -171,12 +183,26 @@ pub async fn connect(cluster: &ClusterSection, node: &str) -> Result<Bus, BusErr
     })
     .await
     .map_err(|e| setup(&format!("the stream {}", names.stream))(e.to_string()))?;
-    let lease = lease_bucket(&js, &names.lease_bucket, replicas)
+    // The lease never grows, so a full bucket refusing writes (discard new) is the safe
+    // reaction to a surprise.
+    let lease = kv_bucket(&js, &names.lease_bucket, replicas, |_| {})
         .await
         .map_err(setup(&format!(
             "the key-value bucket {}",
             names.lease_bucket
         )))?;
+    // Pending labels are bounded as the local map is: an age, and a count past which the
+    // oldest goes. Two values per id at most (its features and, once claimed, the deletion).
+    let pending = kv_bucket(&js, &names.pending_bucket, replicas, |config| {
+        config.max_age = Duration::from_secs_f64(limits.ttl_seconds);
+        config.max_messages = i64::try_from(limits.capacity).unwrap_or(i64::MAX);
+        config.discard = stream::DiscardPolicy::Old;
+    })
+    .await
+    .map_err(setup(&format!(
+        "the key-value bucket {}",
+        names.pending_bucket
+    )))?;
     let objects = match js.get_object_store(&names.objects).await {
         Ok(store) => store,
         Err(_) => js
@@ -205,6 +231,7 @@ pub async fn connect(cluster: &ClusterSection, node: &str) -> Result<Bus, BusErr
         client,
         js,
         lease,
+        pending,
         objects,
         snapshots,
         names,
@@ -213,13 +240,14 @@ pub async fn connect(cluster: &ClusterSection, node: &str) -> Result<Bus, BusErr
 }
 
 /// Opens the key-value bucket `bucket`, creating its backing stream first (see the module
-/// docs for why not `create_key_value`).
-async fn lease_bucket(
+/// docs for why not `create_key_value`); `tune` adjusts the stream's limits.
+async fn kv_bucket(
     js: &jetstream::Context,
     bucket: &str,
     replicas: usize,
+    tune: impl FnOnce(&mut stream::Config),
 ) -> Result<kv::Store, String> {
-    js.get_or_create_stream(stream::Config {
+    let mut config = stream::Config {
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
@@ -230,9 +258,11 @@ async fn lease_bucket(
         num_replicas: replicas,
         storage: stream::StorageType::File,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    };
+    tune(&mut config);
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| e.to_string())?;
     js.get_key_value(bucket).await.map_err(|e| e.to_string())
 }
 

@@ -5,7 +5,7 @@
 //! writes checkpoints to the object bucket and moves the pointer (`checkpoints`) and shares its
 //! snapshots, which the other nodes load and serve (`snapshots`). `coordinator` moves a node
 //! between the two roles; `bus` connects and creates the stream and buckets; `message` is the
-//! wire format.
+//! wire format; `pending` keeps delayed labels' features where every node finds them.
 //!
 //! Data still flows one way: request → stream → learner → shared snapshot → classifiers.
 
@@ -15,6 +15,7 @@ pub mod consume;
 pub mod coordinator;
 pub mod lease;
 pub mod message;
+pub mod pending;
 pub mod publish;
 pub mod snapshots;
 
@@ -26,6 +27,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 pub use bus::{Bus, BusError};
+pub use pending::{SharedPending, SharedPendingError, Staged};
 pub use publish::{PublishError, Publisher};
 
 /// What this node does for the model.
@@ -47,6 +49,8 @@ pub struct ClusterState {
     pub publisher: Publisher,
     /// The connection.
     pub bus: Bus,
+    /// Delayed labels' features, shared by every node.
+    pub pending: SharedPending,
     /// This node's id.
     pub node: String,
     role: AtomicU8,
@@ -80,6 +84,7 @@ impl ClusterState {
     pub fn new(publisher: Publisher, bus: Bus, node: String) -> Self {
         Self {
             publisher,
+            pending: SharedPending::new(bus.pending.clone()),
             bus,
             node,
             role: AtomicU8::new(Role::Replica as u8),

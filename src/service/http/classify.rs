@@ -1,7 +1,7 @@
 //! `POST /classify`: `{features, id?}` → `{label, probabilities, scores, model_version}`, or
 //! `{samples: [...]}` → `{results: [...]}`. Classifies with the published snapshot and never
-//! waits for the learner. A sample with an `id` leaves its features in the pending map for a
-//! later `/learn {"id", "label"}`.
+//! waits for the learner. A sample with an `id` leaves its features in the pending map (with the
+//! cluster backend, the bucket every node reads) for a later `/learn {"id", "label"}`.
 //!
 //! [`classify_rows`] is the one classification path, shared with the v2 inference route. One
 //! sample (~0.2 ms for 784-500-500) runs on the runtime thread; larger batches move to the
@@ -102,6 +102,8 @@ pub enum ClassifyResponse {
         (status = 422, description = "Wrong feature count, a non-finite value, a bad id or an empty batch.", body = ErrorBody,
             example = json!({"error": {"code": "invalid_features", "message": "sample 0: `features` has 783 values, expected 784"}})),
         (status = 500, description = "An unexpected failure.", body = ErrorBody),
+        (status = 503, description = "Cluster backend: NATS did not keep the features of a sample with an `id` (one without is classified from the last snapshot whatever NATS does); retry after `Retry-After` seconds.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     )
 )]
 pub async fn classify(
@@ -138,12 +140,7 @@ pub async fn classify(
     }
 
     let classified = classify_rows(&state, rows).await?;
-    let now = Instant::now();
-    for item in items {
-        if let Some(id) = item.id {
-            state.pending.insert(id, item.features, now);
-        }
-    }
+    keep_for_labels(&state, items).await?;
     let version = classified.model_version;
     let mut results = classified
         .scores
@@ -162,6 +159,29 @@ pub async fn classify(
             ApiError::Internal("a single-sample request produced no result".into())
         })?)
     }))
+}
+
+/// Keeps the features of every item with an `id` for its delayed label: in this node's map, or
+/// with the cluster backend in the bucket every node reads (the label may reach another node).
+/// Without NATS the ids cannot be kept and the request fails 503, so the client knows to retry
+/// rather than meet a 409 when its label arrives.
+async fn keep_for_labels(state: &AppState, items: Vec<ClassifyItem>) -> Result<(), ApiError> {
+    let now = Instant::now();
+    for item in items {
+        let Some(id) = item.id else { continue };
+        match &state.cluster {
+            Some(cluster) => cluster
+                .pending
+                .keep(&id, &item.features)
+                .await
+                .map_err(|e| ApiError::ClusterUnavailable {
+                    reason: e.to_string(),
+                    retry_after_seconds: state.config.http.retry_after_seconds,
+                })?,
+            None => state.pending.insert(id, item.features, now),
+        }
+    }
+    Ok(())
 }
 
 /// What one snapshot said about every row, in order.

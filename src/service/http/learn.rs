@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::service::cluster::{ClusterState, Staged};
 use crate::service::http::error::{ApiError, ErrorBody, Position};
 use crate::service::http::extract::{body_kind, read_json, BodyKind, Lines};
 use crate::service::http::features;
@@ -140,11 +141,17 @@ async fn learn_json(
     }
     let key = idempotency_key(headers)?;
     let now = Instant::now();
-    let batch = validate(state, inputs, now, Position::Sample)?;
-    if state.cluster.is_some() {
-        let a = publish(state, batch, key.as_deref(), now).await?;
+    if let Some(cluster) = &state.cluster {
+        let staged = stage(state, cluster, &inputs, now).await?;
+        let published = match validate(state, inputs, now, Position::Sample) {
+            Ok(batch) => publish(state, batch, key.as_deref(), now).await,
+            Err(e) => Err(e),
+        };
+        cluster.pending.unstage(staged, &state.pending, now).await;
+        let a = published?;
         return Ok(LearnResponse::new(a.count, a.last_seq));
     }
+    let batch = validate(state, inputs, now, Position::Sample)?;
     match try_queue(state, batch) {
         Ok(a) => {
             durable(state, a.last_seq).await?;
@@ -229,14 +236,23 @@ async fn learn_lines(
             .and_then(|s| Ok(vec![s.into_input(Position::Line(n))?]));
         let inputs = parsed.map_err(|e| e.in_stream(accepted, last_seq))?;
         let now = Instant::now();
-        let batch = validate(state, inputs, now, |_| Position::Line(n))
-            .map_err(|e| e.in_stream(accepted, last_seq))?;
-        let a = if state.cluster.is_some() {
+        let a = if let Some(cluster) = &state.cluster {
+            let staged = stage(state, cluster, &inputs, now)
+                .await
+                .map_err(|e| e.in_stream(accepted, last_seq))?;
             // One message per line; a retried stream with the same key skips what was stored.
             let id = key.map(|k| format!("{k}:{n}"));
-            publish(state, batch, id.as_deref(), now).await
+            let published = match validate(state, inputs, now, |_| Position::Line(n)) {
+                Ok(batch) => publish(state, batch, id.as_deref(), now).await,
+                Err(e) => Err(e),
+            };
+            cluster.pending.unstage(staged, &state.pending, now).await;
+            published
         } else {
-            queue_waiting(state, batch, wait, &mut shutdown, now).await
+            match validate(state, inputs, now, |_| Position::Line(n)) {
+                Ok(batch) => queue_waiting(state, batch, wait, &mut shutdown, now).await,
+                Err(e) => Err(e),
+            }
         }
         .map_err(|e| e.in_stream(accepted, last_seq))?;
         accepted += a.count;
@@ -307,6 +323,34 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return bad("must be visible ASCII (no spaces or control characters)");
     }
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// Cluster backend: claims the features of the delayed labels among `inputs` from the shared
+/// bucket into this node's map, where validation takes them (`cluster::pending`). 503 if NATS
+/// cannot be asked.
+async fn stage(
+    state: &AppState,
+    cluster: &ClusterState,
+    inputs: &[LabelledInput],
+    now: Instant,
+) -> Result<Staged, ApiError> {
+    let mut ids = Vec::new();
+    for input in inputs {
+        if let Features::Pending(id) = &input.features {
+            ids.push(id.as_str());
+        }
+    }
+    cluster
+        .pending
+        .stage(ids, &state.pending, now)
+        .await
+        .map_err(|e| {
+            state.metrics.reject(RejectReason::Unavailable, inputs.len());
+            ApiError::ClusterUnavailable {
+                reason: e.to_string(),
+                retry_after_seconds: state.config.http.retry_after_seconds,
+            }
+        })
 }
 
 /// Cluster backend: publishes `batch` as one stream message and waits for JetStream's
