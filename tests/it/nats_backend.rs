@@ -447,7 +447,12 @@ async fn a_delayed_label_reaches_any_node_and_is_learned_once() {
     assert_eq!(r.status(), 202, "the refused batch's id was put back");
 
     // Two nodes labelling one id at once: exactly one of them learns it.
-    keep(&client, &b, &[("race".to_owned(), data.train.sample(n + 1).0)]).await;
+    keep(
+        &client,
+        &b,
+        &[("race".to_owned(), data.train.sample(n + 1).0)],
+    )
+    .await;
     let body = json!({"id": "race", "label": data.train.sample(n + 1).1});
     let (ra, rb) = tokio::join!(
         learn(&client, &a, &body, None),
@@ -463,11 +468,14 @@ async fn a_delayed_label_reaches_any_node_and_is_learned_once() {
     let r = learn(&client, &b, &json!({"id": "late", "label": 1}), None).await;
     assert_eq!(r.status(), 409, "expired after pending.ttl_seconds");
 
-
     // 300, "back" and "race", in that order of acknowledgement: the served model equals the
     // engine's on the same samples.
     let total = n + 2;
-    let learner = if a.model(&client).await["cluster"]["role"] == "learner" { &a } else { &b };
+    let learner = if a.model(&client).await["cluster"]["role"] == "learner" {
+        &a
+    } else {
+        &b
+    };
     wait_for(learner, &client, "every label learned", |m| {
         m["samples_learned"] == total && m["snapshot_samples_learned"] == total
     })

@@ -180,6 +180,7 @@ mod tests {
         let keys: std::collections::HashSet<String> = ids.iter().map(|id| key(id)).collect();
         assert_eq!(keys.len(), ids.len());
         assert!(keys.iter().all(|k| k.len() == 64
-            && k.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())));
+            && k.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())));
     }
 }

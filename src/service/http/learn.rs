@@ -345,7 +345,9 @@ async fn stage(
         .stage(ids, &state.pending, now)
         .await
         .map_err(|e| {
-            state.metrics.reject(RejectReason::Unavailable, inputs.len());
+            state
+                .metrics
+                .reject(RejectReason::Unavailable, inputs.len());
             ApiError::ClusterUnavailable {
                 reason: e.to_string(),
                 retry_after_seconds: state.config.http.retry_after_seconds,
