@@ -94,12 +94,7 @@ async fn classify(
     let samples: Vec<serde_json::Value> = (0..TEST)
         .map(|i| json!({ "features": data.sample(i).0 }))
         .collect();
-    let r = client
-        .post(format!("{}/classify", node.url))
-        .json(&json!({ "samples": samples }))
-        .send()
-        .await
-        .expect("the node answers");
+    let r = classify_batch(client, node, samples).await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.expect("JSON");
     body["results"]
@@ -376,13 +371,22 @@ async fn keep(client: &reqwest::Client, node: &FfdNode, ids: &[(String, &[f32])]
         .iter()
         .map(|(id, features)| json!({"features": features, "id": id}))
         .collect();
-    let r = client
+    let r = classify_batch(client, node, samples).await;
+    assert_eq!(r.status(), 200, "node log:\n{}", node.logs());
+}
+
+/// `POST /classify {samples}`.
+async fn classify_batch(
+    client: &reqwest::Client,
+    node: &FfdNode,
+    samples: Vec<serde_json::Value>,
+) -> reqwest::Response {
+    client
         .post(format!("{}/classify", node.url))
         .json(&json!({ "samples": samples }))
         .send()
         .await
-        .expect("the node answers");
-    assert_eq!(r.status(), 200, "node log:\n{}", node.logs());
+        .expect("the node answers")
 }
 
 fn labels(ids: &[(String, usize)]) -> serde_json::Value {
