@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ff::error::FfError;
+use crate::ff::optimiser::Boost;
+use crate::ff::short_float;
 
 /// Page–Hinkley parameters (`[drift]` of `ffd serve`'s configuration). The defaults are River's
 /// except `drift_delta` and `drift_alpha`, which River tunes for real-valued streams: on a 0/1
@@ -33,6 +35,14 @@ pub struct DriftConfig {
     /// Samples seen (since the start or the last detection) before an alarm is possible
     /// (River's `min_instances`).
     pub drift_min_samples: u64,
+    /// On an alarm the learning rate restarts at `drift_lr_boost` times `[train] lr` and fades
+    /// back to it (docs/algorithm.md §2.1); 1: no boost after a drift. Its own setting rather
+    /// than `[train] lr_boost`: a trained model relearning a changed concept takes a larger
+    /// step than a random one learning its first samples (BENCHMARKS.md §8).
+    #[serde(serialize_with = "short_float::serialize")]
+    pub drift_lr_boost: f32,
+    /// Samples after which the drift boost's excess over 1 has halved.
+    pub drift_lr_boost_samples: u64,
 }
 
 impl Default for DriftConfig {
@@ -43,6 +53,8 @@ impl Default for DriftConfig {
             drift_delta: 0.05,
             drift_alpha: 1.0,
             drift_min_samples: 30,
+            drift_lr_boost: 2.0,
+            drift_lr_boost_samples: 10_000,
         }
     }
 }
@@ -65,7 +77,23 @@ impl DriftConfig {
         if !(self.drift_alpha > 0.0 && self.drift_alpha <= 1.0) {
             return bad("drift_alpha", "must be in (0, 1]");
         }
+        if !(self.drift_lr_boost.is_finite() && self.drift_lr_boost >= 1.0) {
+            return bad("drift_lr_boost", "must be a finite number >= 1");
+        }
+        if self.drift_lr_boost_samples == 0 {
+            return bad("drift_lr_boost_samples", "must be > 0");
+        }
         Ok(())
+    }
+}
+
+impl DriftConfig {
+    /// The learning-rate boost restarted by an alarm.
+    pub fn lr_boost(&self) -> Boost {
+        Boost {
+            factor: self.drift_lr_boost,
+            samples: self.drift_lr_boost_samples,
+        }
     }
 }
 
@@ -222,6 +250,14 @@ mod tests {
             },
             DriftConfig {
                 drift_delta: f64::NAN,
+                ..Default::default()
+            },
+            DriftConfig {
+                drift_lr_boost: 0.5,
+                ..Default::default()
+            },
+            DriftConfig {
+                drift_lr_boost_samples: 0,
                 ..Default::default()
             },
         ] {

@@ -71,7 +71,7 @@ pub use goodness::{Goodness, Polarity};
 pub use layer::Layer;
 pub use model::{LabelPlacement, Model, NetworkConfig, Workspace};
 pub use negatives::NegativeStrategy;
-pub use optimiser::{LrSchedule, OptimiserConfig};
+pub use optimiser::{Boost, LrSchedule, OptimiserConfig};
 pub use replay::ReplayBuffer;
 pub use schedule::{ScheduleMode, SleepMethod, SleepScheduler};
 pub use state::{RngPosition, TrainerState};

@@ -86,8 +86,8 @@ pub struct OptimiserConfig {
     #[cfg_attr(feature = "cli", arg(skip))]
     #[serde(skip_serializing_if = "LrSchedule::is_constant")]
     pub lr_schedule: LrSchedule,
-    /// Multiplier of the learning rate at the start of a stream (and, in `ffd serve`, after a
-    /// detected drift), fading to 1: `lr·(1 + (lr_boost − 1)·τ/(τ + t))` after `t` samples,
+    /// Multiplier of the learning rate at the start of a stream, fading to 1 (`ffd serve`
+    /// restarts the rate after a detected drift with `[drift] drift_lr_boost` instead): `lr·(1 + (lr_boost − 1)·τ/(τ + t))` after `t` samples,
     /// `τ = lr_boost_samples` (docs/algorithm.md §2.1). 1 turns it off.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = OptimiserConfig::default().lr_boost))]
     #[serde(serialize_with = "short_float::serialize")]
@@ -119,15 +119,20 @@ impl OptimiserConfig {
         self.lr * self.lr_schedule.factor(samples)
     }
 
-    /// The boost's multiplier `t` samples after the start of the stream or the last restart:
+    /// The boost at the start of a stream (`lr_boost` over `lr_boost_samples`).
+    #[inline]
+    pub fn boost(&self) -> Boost {
+        Boost {
+            factor: self.lr_boost,
+            samples: self.lr_boost_samples,
+        }
+    }
+
+    /// The start boost's multiplier `t` samples after the start of the stream:
     /// `1 + (lr_boost − 1)·τ/(τ + t)`.
     #[inline]
     pub fn boost_at(&self, t: u64) -> f32 {
-        if self.lr_boost == 1.0 {
-            return 1.0;
-        }
-        let tau = self.lr_boost_samples as f64;
-        (1.0 + f64::from(self.lr_boost - 1.0) * tau / (tau + t as f64)) as f32
+        self.boost().at(t)
     }
 
     /// Checks every field's range.
@@ -165,6 +170,31 @@ impl OptimiserConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// A learning-rate boost (docs/algorithm.md §2.1): the rate is multiplied by `factor` when the
+/// boost (re)starts and the excess over 1 halves every `samples` samples. The start of a stream
+/// has one (`lr_boost`, `lr_boost_samples`); the service gives a detected drift its own
+/// (`[drift] drift_lr_boost`), since relearning from a trained model is not learning from a
+/// random one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Boost {
+    /// The multiplier when the boost (re)starts, >= 1 (1: no boost).
+    pub factor: f32,
+    /// Samples after which the excess over 1 has halved (> 0).
+    pub samples: u64,
+}
+
+impl Boost {
+    /// The multiplier `t` samples after the (re)start: `1 + (factor − 1)·τ/(τ + t)`.
+    #[inline]
+    pub fn at(&self, t: u64) -> f32 {
+        if self.factor == 1.0 {
+            return 1.0;
+        }
+        let tau = self.samples.max(1) as f64;
+        (1.0 + f64::from(self.factor - 1.0) * tau / (tau + t as f64)) as f32
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::ff::calibration::TemperatureFit;
 use crate::ff::model::Model;
-use crate::ff::optimiser::LayerState;
+use crate::ff::optimiser::{Boost, LayerState};
 
 /// Where a ChaCha random stream stands: its seed, stream id and word position. Restoring the
 /// three reproduces every later draw, so a resumed trainer picks the same negatives as an
@@ -37,6 +37,9 @@ pub struct TrainerState {
     pub samples: u64,
     /// `samples` when the learning-rate boost last restarted (0: at the start).
     pub boost_from: u64,
+    /// The boost restarted then, when it is not the configuration's start boost (`None`):
+    /// a detected drift's.
+    pub boost: Option<Boost>,
     /// The negative-sampling RNG.
     pub rng: RngPosition,
     /// The online temperature fit (`None` when calibration is off).

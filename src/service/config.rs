@@ -226,7 +226,8 @@ impl Default for Config {
     /// - the learning rate has no end-of-run decay (`ffd train` decays it, `--lr-decay-start`):
     ///   a stream has no end to decay towards; instead it starts at 3e-4 and fades to
     ///   `train.lr = 1e-4` (`train.lr_boost = 3` over `lr_boost_samples = 10000`; `ffd train`:
-    ///   a constant 3e-4 before its decay), restarted by a detected drift. Three MNIST passes
+    ///   a constant 3e-4 before its decay); a detected drift restarts it at 2e-4
+    ///   (`drift.drift_lr_boost`, see `ff::DriftConfig`). Three MNIST passes
     ///   with the service's settings: 3.6–3.9 % test error, prequential accuracy 0.870–0.872,
     ///   against 4.8–5.2 % and 0.833–0.839 at a constant 3e-4 (BENCHMARKS.md §8).
     fn default() -> Self {

@@ -611,16 +611,17 @@ impl Learner {
         }
     }
 
-    /// Drift was detected at sample `seq`: count and record it, restart the learning-rate
-    /// boost (the live weights relearn faster) and restart the weight average from the live
-    /// weights, so `/classify` stops serving what was averaged over the old data (the live
+    /// Drift was detected at sample `seq`: count and record it, restart the learning rate with
+    /// the drift's boost (`drift_lr_boost`: the live weights relearn faster) and restart the
+    /// weight average from the live weights, so `/classify` stops serving what was averaged over the old data (the live
     /// weights are already adapting: they learned every sample since the change).
     fn drifted(&mut self, seq: u64) {
         self.metrics.drift_detected.inc();
         let learned = self.progress.samples_learned() + self.chunk.learned;
         self.progress.drift.record(seq, learned);
-        tracing::warn!(seq, "drift detected on the prequential errors; the learning-rate boost and the weight average restart");
-        self.trainer.restart_boost();
+        tracing::warn!(seq, "drift detected on the prequential errors; the learning rate and the weight average restart");
+        self.trainer
+            .restart_boost_with(self.settings.drift.lr_boost());
         if self.average.is_some() {
             self.trainer.settle();
             self.average = WeightAverage::new(&self.settings.average, self.trainer.model().clone())

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use ndarray::Array1;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::ff::optimiser::LayerState;
+use crate::ff::optimiser::{Boost, LayerState};
 use crate::ff::{Model, NetworkConfig, RngPosition, TemperatureFit, TrainerState};
 use crate::store::model_file::{
     calibration_metadata, matrix, parse_calibration, read_f32, write_atomic, KEY_CALIBRATION,
@@ -51,6 +51,8 @@ mod key {
     pub const TRAINER_SAMPLES: &str = "trainer_samples";
     pub const SINCE_SLEEP: &str = "since_sleep";
     pub const BOOST_FROM: &str = "boost_from";
+    pub const BOOST_FACTOR: &str = "boost_factor";
+    pub const BOOST_SAMPLES: &str = "boost_samples";
     pub const RNG_SEED: &str = "rng_seed";
     pub const RNG_STREAM: &str = "rng_stream";
     pub const RNG_WORD_POS: &str = "rng_word_pos";
@@ -262,6 +264,10 @@ pub fn to_bytes(c: &Checkpoint) -> Vec<u8> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    if let Some(boost) = &t.boost {
+        metadata.insert(key::BOOST_FACTOR.to_owned(), boost.factor.to_string());
+        metadata.insert(key::BOOST_SAMPLES.to_owned(), boost.samples.to_string());
+    }
     metadata.insert(KEY_CALIBRATION.to_owned(), calibration_metadata(&t.model));
     if let Some(average) = &c.average {
         metadata.insert(
@@ -455,6 +461,21 @@ pub fn from_bytes(
     let word_pos: u128 = entry(key::RNG_WORD_POS)?
         .parse()
         .map_err(|e| bad(path, format!("metadata `rng_word_pos`: {e}")))?;
+    // Only written while a drift's boost runs; absent, the configuration's start boost.
+    let boost = match metadata.get(key::BOOST_FACTOR) {
+        None => None,
+        Some(factor) => {
+            let factor: f32 = factor
+                .parse()
+                .ok()
+                .filter(|f: &f32| f.is_finite() && *f >= 1.0)
+                .ok_or_else(|| bad(path, "metadata `boost_factor` is not a number >= 1".into()))?;
+            Some(Boost {
+                factor,
+                samples: num(key::BOOST_SAMPLES)?.max(1),
+            })
+        }
+    };
     let trainer = TrainerState {
         model,
         layers,
@@ -467,6 +488,7 @@ pub fn from_bytes(
             Some(_) => num(key::BOOST_FROM)?,
             None => 0,
         },
+        boost,
         rng: RngPosition {
             seed,
             stream: num(key::RNG_STREAM)?,

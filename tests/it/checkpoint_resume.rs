@@ -8,7 +8,7 @@ use crate::support;
 use std::path::Path;
 
 use ffd::ff::{
-    Classifier, Model, NetworkConfig, OptimiserConfig, ScheduleMode, TrainConfig, Trainer,
+    Boost, Classifier, Model, NetworkConfig, OptimiserConfig, ScheduleMode, TrainConfig, Trainer,
 };
 use ffd::store::checkpoint::{self, Checkpoint, CheckpointError, Counters};
 use rand::rngs::StdRng;
@@ -68,6 +68,13 @@ fn restored_trainer_continues_bit_identically() {
         let mut a = Trainer::new(model, config(momentum), 4).expect("valid config");
         // 103 is not a multiple of the sleep period: the sleep counter must be restored too.
         feed(&mut a, 0..103);
+        if momentum > 0.0 {
+            // A drift's boost, restarted mid-stream, is part of the state.
+            a.restart_boost_with(Boost {
+                factor: 7.5,
+                samples: 40,
+            });
+        }
         a.settle();
         let mut average = a.model().clone();
         average.blend_toward(a.model(), 0.5).expect("same config");

@@ -1,10 +1,15 @@
 //! Drift is noticed: a service learning the committed MNIST subset raises no drift alarm while
 //! the stream is stationary, and when the labels are suddenly permuted (every digit `d` now
 //! labelled `d + 1 mod 10`) it detects the change within a few hundred samples, counts it in
-//! `ffd_drift_detected_total`, and shows it in `/v1/model`.
+//! `ffd_drift_detected_total`, and shows it in `/v1/model`. The alarm restarts the learning
+//! rate with the drift's own boost (`[drift] drift_lr_boost`), which checkpoints keep.
 use crate::support;
 
-use crate::support::{metric, small_config, start_server};
+use std::path::Path;
+
+use crate::support::{durable_config, metric, small_config, start_server, TestServer};
+use ffd::ff::Boost;
+use ffd::store::checkpoint;
 use serde_json::json;
 
 const TRAIN: usize = 3_000;
@@ -86,6 +91,75 @@ async fn detection_is_quick() {
     assert!(
         seq > TRAIN as u64 && seq <= (TRAIN + 300) as u64,
         "detected at {seq}"
+    );
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// `/admin/checkpoint`, read back: the trainer's boost and where it restarted.
+async fn checkpointed_boost(
+    server: &TestServer,
+    config: &ffd::service::Config,
+) -> (Option<Boost>, u64) {
+    let r = server.post("/admin/checkpoint", &json!({})).await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.expect("JSON");
+    let file = body["file"].as_str().expect("a path");
+    let saved = checkpoint::read(Path::new(file), &config.network).expect("a valid checkpoint");
+    (saved.trainer.boost, saved.trainer.boost_from)
+}
+
+/// Before the change the rate follows the start's boost (here off, `lr_boost = 1`); the alarm
+/// restarts it at `drift_lr_boost` times `lr`, fading over `drift_lr_boost_samples`, from the
+/// sample that raised it; a checkpoint (so a restarted learner) keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_restarts_the_rate_with_the_drift_boost() {
+    let data = support::mnist_small();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = durable_config(dir.path());
+    config.network.hidden = vec![200, 200];
+    config.train.sleep_every_seconds = 0.0;
+    config.drift.drift_lr_boost = 4.0;
+    config.drift.drift_lr_boost_samples = 700;
+    let server = start_server(config.clone()).await;
+    let send = |start: usize, shift: usize| {
+        let samples: Vec<_> = (start..start + 100)
+            .map(|i| {
+                let (x, y) = data.train.sample(i % TRAIN);
+                json!({ "features": x, "label": (y + shift) % 10 })
+            })
+            .collect();
+        json!({ "samples": samples })
+    };
+    for start in (0..TRAIN).step_by(100) {
+        assert_eq!(server.post("/learn", &send(start, 0)).await.status(), 202);
+    }
+    let model = server.wait_learned(TRAIN as u64).await;
+    assert_eq!(model["drift"]["detected"], 0, "no alarm yet");
+    assert_eq!(
+        checkpointed_boost(&server, &config).await,
+        (None, 0),
+        "the start's boost, from the start"
+    );
+    for start in (0..PERMUTED).step_by(100) {
+        assert_eq!(server.post("/learn", &send(start, 1)).await.status(), 202);
+    }
+    let model = server.wait_learned((TRAIN + PERMUTED) as u64).await;
+    assert!(
+        model["drift"]["detected"].as_u64() >= Some(1),
+        "detected: {model}"
+    );
+    let (boost, from) = checkpointed_boost(&server, &config).await;
+    assert_eq!(
+        boost,
+        Some(Boost {
+            factor: 4.0,
+            samples: 700
+        }),
+        "the drift's boost"
+    );
+    assert!(
+        from > TRAIN as u64 && from <= (TRAIN + PERMUTED) as u64,
+        "restarted after {from} samples, at the alarm"
     );
     server.shutdown().await.expect("clean shutdown");
 }

@@ -27,7 +27,7 @@ use crate::ff::error::FfError;
 use crate::ff::guard::{max_abs, FiniteGuard};
 use crate::ff::model::{Model, NetworkConfig, Workspace};
 use crate::ff::negatives::{HybridMask, NegativeStrategy};
-use crate::ff::optimiser::{LayerState, LrSchedule};
+use crate::ff::optimiser::{Boost, LayerState, LrSchedule};
 use crate::ff::replay::ReplayBuffer;
 use crate::ff::schedule::{ScheduleMode, SleepMethod, SleepScheduler};
 use crate::ff::state::{RngPosition, TrainerState};
@@ -66,6 +66,9 @@ pub struct Trainer {
     samples: u64,
     /// `samples` when the learning-rate boost last restarted ([`Trainer::restart_boost`]).
     boost_from: u64,
+    /// The boost restarted then, when it is not the configuration's start boost (a drift's,
+    /// [`Trainer::restart_boost_with`]).
+    boost: Option<Boost>,
     stats: TrainStats,
     /// Mini-batch mode: summed gradients per layer (`[out, in]` and `[out]`) and how many
     /// samples they hold. Empty when `batch_size == 1`.
@@ -130,6 +133,7 @@ impl Trainer {
             rng: ChaCha12Rng::seed_from_u64(seed),
             samples: 0,
             boost_from: 0,
+            boost: None,
             batch_grad: if config.batch_size > 1 {
                 model
                     .layers()
@@ -197,6 +201,7 @@ impl Trainer {
             since_sleep: self.scheduler.since_sleep(),
             samples: self.samples,
             boost_from: self.boost_from,
+            boost: self.boost,
             rng: RngPosition {
                 seed: self.rng.get_seed(),
                 stream: self.rng.get_stream(),
@@ -219,6 +224,7 @@ impl Trainer {
             since_sleep,
             samples,
             boost_from,
+            boost,
             rng,
             calibration,
         } = state;
@@ -268,6 +274,7 @@ impl Trainer {
         }
         trainer.samples = samples;
         trainer.boost_from = boost_from.min(samples);
+        trainer.boost = boost;
         // The state holds no separate slow weights: a resumed trainer consolidates the wake so
         // far (the live weights become the slow weights).
         if trainer.slow.is_some() {
@@ -328,13 +335,22 @@ impl Trainer {
     /// schedule's factor and the boost's.
     pub(crate) fn lr_after(&self, samples: u64) -> f32 {
         let opt = &self.config.optimiser;
-        opt.lr_at(samples) * opt.boost_at(samples.saturating_sub(self.boost_from))
+        let boost = self.boost.unwrap_or_else(|| opt.boost());
+        opt.lr_at(samples) * boost.at(samples.saturating_sub(self.boost_from))
     }
 
-    /// Restarts the learning-rate boost (`lr_boost`) from now, e.g. when the data has changed
-    /// and the model must learn anew quickly. Nothing changes when the boost is off.
+    /// Restarts the learning-rate boost of the configuration (`lr_boost`) from now, as at the
+    /// start of the stream. Nothing changes when that boost is off.
     pub fn restart_boost(&mut self) {
         self.boost_from = self.samples;
+        self.boost = None;
+    }
+
+    /// Restarts the learning rate with `boost` from now, e.g. when the data has changed and
+    /// the model must relearn quickly; it fades as `boost` says, and is part of the state.
+    pub fn restart_boost_with(&mut self, boost: Boost) {
+        self.boost_from = self.samples;
+        self.boost = Some(boost);
     }
 
     /// Sets the learning-rate schedule (e.g. once the number of training steps is known).
@@ -501,8 +517,25 @@ mod tests {
         t.restart_boost();
         assert!((t.lr_after(t.samples) - 3.0 * lr).abs() < 1e-9);
         t.settle();
+        let resumed = Trainer::from_state(t.state(), config.clone()).expect("resumes");
+        assert_eq!(resumed.lr_after(resumed.samples), t.lr_after(t.samples));
+        // A boost of its own (a drift's): 9× now, 5× after its 20 samples, kept on resume.
+        t.restart_boost_with(Boost {
+            factor: 9.0,
+            samples: 20,
+        });
+        assert!((t.lr_after(t.samples) - 9.0 * lr).abs() < 1e-9);
+        for i in 0..20 {
+            let (x, y) = sample(i);
+            t.learn(&x, y, false).expect("valid sample");
+        }
+        assert!((t.lr_after(t.samples) - 5.0 * lr).abs() < 1e-8);
+        t.settle();
         let resumed = Trainer::from_state(t.state(), config).expect("resumes");
         assert_eq!(resumed.lr_after(resumed.samples), t.lr_after(t.samples));
+        // Restarting the configuration's boost drops it.
+        t.restart_boost();
+        assert!((t.lr_after(t.samples) - 3.0 * lr).abs() < 1e-9);
     }
 
     /// Updating layer 2 never changes layer 1: a step whose only non-zero gradient is in the
