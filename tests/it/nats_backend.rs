@@ -160,6 +160,17 @@ async fn learns_through_the_stream_and_classifies_like_the_engine() {
     .await;
     assert_eq!(m["cluster"]["role"], "learner", "{m}");
     assert_eq!(m["cluster"]["node"], "solo-node");
+    // The status page shows the same.
+    let status: serde_json::Value = client
+        .get(format!("{}/v1/status", node.url))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(status["cluster"]["role"], "learner", "{status}");
+    assert_eq!(status["cluster"]["learner"], "solo-node");
     assert_eq!(m["cluster"]["learned_seq"], (TRAIN / BATCH) as u64);
     assert_eq!(m["learned_seq"], (TRAIN / BATCH) as u64);
 

@@ -128,6 +128,11 @@ async fn the_page_is_self_contained_and_its_data_is_bounded() {
     let temperature = last["temperature"].as_f64().expect("a temperature");
     assert!(temperature > 0.0, "{temperature}");
     assert_eq!(last["drift_detected"], status["drift"]["detected"]);
+    assert!(
+        status["cluster"].is_null(),
+        "a local node has no cluster fact: {}",
+        status["cluster"]
+    );
 
     for field in fields_read(&html, "status.") {
         assert!(

@@ -50,6 +50,9 @@ pub struct HistoryResponse {
     pub queue_depth: usize,
     /// Samples the learn queue holds.
     pub queue_capacity: usize,
+    /// Cluster backend only (`null` in local mode): this node's role, the learning node and
+    /// the served snapshot's age, as in `/v1/model`.
+    pub cluster: Option<crate::service::cluster::ClusterInfo>,
     /// Milliseconds between two points.
     pub interval_ms: u64,
     /// Most points kept (`status.history_points`).
@@ -92,6 +95,10 @@ pub async fn history(State(state): State<Arc<AppState>>) -> Json<HistoryResponse
         drift: progress.drift().summary(),
         queue_depth: state.queue.len(),
         queue_capacity: state.queue.capacity(),
+        cluster: state
+            .cluster
+            .as_ref()
+            .map(|c| c.info(progress.learned_seq())),
         interval_ms: history.interval().as_millis() as u64,
         capacity: history.capacity(),
         points: history.points(),
