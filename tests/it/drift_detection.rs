@@ -13,6 +13,19 @@ use ffd::store::checkpoint;
 use serde_json::json;
 
 const TRAIN: usize = 3_000;
+
+/// `/learn`'s body for samples `start..start + 100` of `train` (cycling), every label `k` sent
+/// as `(k + shift) mod 10`: `shift = 0` is the stationary stream, any other a permutation.
+fn batch(train: &ffd::data::idx::Dataset, start: usize, shift: usize) -> serde_json::Value {
+    let samples: Vec<_> = (start..start + 100)
+        .map(|i| {
+            let (x, y) = train.sample(i % TRAIN);
+            json!({ "features": x, "label": (y + shift) % 10 })
+        })
+        .collect();
+    json!({ "samples": samples })
+}
+
 const PERMUTED: usize = 1_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,15 +35,7 @@ async fn a_label_permutation_is_detected_and_reported() {
     config.network.hidden = vec![200, 200];
     config.train.sleep_every_seconds = 0.0;
     let server = start_server(config).await;
-    let send = |start: usize, shift: usize| {
-        let samples: Vec<_> = (start..start + 100)
-            .map(|i| {
-                let (x, y) = data.train.sample(i % TRAIN);
-                json!({ "features": x, "label": (y + shift) % 10 })
-            })
-            .collect();
-        json!({ "samples": samples })
-    };
+    let send = |start: usize, shift: usize| batch(&data.train, start, shift);
     for start in (0..TRAIN).step_by(100) {
         assert_eq!(server.post("/learn", &send(start, 0)).await.status(), 202);
     }
@@ -121,15 +126,7 @@ async fn an_alarm_restarts_the_rate_with_the_drift_boost() {
     config.drift.drift_lr_boost = 4.0;
     config.drift.drift_lr_boost_samples = 700;
     let server = start_server(config.clone()).await;
-    let send = |start: usize, shift: usize| {
-        let samples: Vec<_> = (start..start + 100)
-            .map(|i| {
-                let (x, y) = data.train.sample(i % TRAIN);
-                json!({ "features": x, "label": (y + shift) % 10 })
-            })
-            .collect();
-        json!({ "samples": samples })
-    };
+    let send = |start: usize, shift: usize| batch(&data.train, start, shift);
     for start in (0..TRAIN).step_by(100) {
         assert_eq!(server.post("/learn", &send(start, 0)).await.status(), 202);
     }
