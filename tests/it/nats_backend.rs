@@ -188,14 +188,7 @@ async fn learns_through_the_stream_and_classifies_like_the_engine() {
         "{correct}/{TEST} right: above chance (10 %) expected"
     );
 
-    let metrics = client
-        .get(format!("{}/metrics", node.url))
-        .send()
-        .await
-        .expect("answers")
-        .text()
-        .await
-        .expect("text");
+    let metrics = node.metrics(&client).await;
     assert_eq!(support::metric(&metrics, "ffd_cluster_role"), Some(2.0));
     assert_eq!(
         support::metric(&metrics, "ffd_cluster_publish_ack_seconds_count"),

@@ -398,15 +398,7 @@ async fn a_learner_stopped_past_its_lease_steps_down_and_cannot_write() {
         .position(|m| m["cluster"]["role"] == "learner")
         .expect("one learner");
     assert_ne!(learner, stopped);
-    let scrape = c
-        .client
-        .get(format!("{}/metrics", c.node(stopped).url))
-        .send()
-        .await
-        .expect("answers")
-        .text()
-        .await
-        .expect("text");
+    let scrape = c.node(stopped).metrics(&c.client).await;
     let fenced = support::metric(&scrape, "ffd_cluster_fenced_writes_total").unwrap_or(0.0);
     assert!(
         fenced >= 1.0,

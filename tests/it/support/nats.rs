@@ -265,6 +265,18 @@ impl FfdNode {
         self.reaped = true;
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self, client: &reqwest::Client) -> String {
+        client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("the node answers")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// `GET /v1/model`.
     pub async fn model(&self, client: &reqwest::Client) -> serde_json::Value {
         match client.get(format!("{}/v1/model", self.url)).send().await {
