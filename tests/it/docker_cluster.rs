@@ -8,15 +8,13 @@
 //! the end, and it has learned every acknowledged sample exactly once. Skipped with one line
 //! where Docker or Compose is missing.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::deploy::repo_path;
 use crate::support::docker::{
-    compose_command, local_base_images, unique_name, wait_for_200, Docker, LEARN_TOKEN,
+    compose_command, local_base_images, unique_name, wait_for_200, ComposeProject, Docker,
+    LEARN_TOKEN,
 };
 use crate::support::{batch_json, mnist_small};
 
@@ -28,45 +26,15 @@ const NODES: [&str; 3] = ["ffd-1", "ffd-2", "ffd-3"];
 
 /// The cluster's compose project: the repository's cluster file, the override for machines
 /// without a registry (the NATS stand-in), and one of this test's (the image it built, a short
-/// lease, a small network), on host ports chosen free. `down --volumes` when dropped.
+/// lease, a small network), on host ports chosen free.
 struct Cluster {
-    command: Vec<String>,
-    project: String,
-    override_file: PathBuf,
+    compose: ComposeProject,
     ports: [u16; 3],
 }
 
 impl Cluster {
-    fn output(&self, args: &[&str]) -> Output {
-        let (program, prefix) = self.command.split_first().expect("a compose command");
-        Command::new(program)
-            .args(prefix)
-            .arg("--project-name")
-            .arg(&self.project)
-            .arg("--file")
-            .arg(repo_path("deploy/docker-compose.cluster.yml"))
-            .arg("--file")
-            .arg(repo_path("deploy/docker/compose.cluster.local-images.yml"))
-            .arg("--file")
-            .arg(&self.override_file)
-            .args(args)
-            .env("FFD_LEARN_TOKEN", LEARN_TOKEN)
-            .env("HOST_PORT_FFD_1", self.ports[0].to_string())
-            .env("HOST_PORT_FFD_2", self.ports[1].to_string())
-            .env("HOST_PORT_FFD_3", self.ports[2].to_string())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", self.command))
-    }
-
     fn run(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "compose {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        self.compose.run(args)
     }
 
     /// The container of `service`.
@@ -80,15 +48,8 @@ impl Cluster {
 
     /// Every node's log, for a failure message.
     fn logs(&self) -> String {
-        let out = self.output(&["logs", "--no-color", "--tail", "60"]);
+        let out = self.compose.output(&["logs", "--no-color", "--tail", "60"]);
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.output(&["down", "--volumes", "--remove-orphans", "--timeout", "5"]);
-        let _ = std::fs::remove_file(&self.override_file);
     }
 }
 
@@ -186,7 +147,6 @@ async fn cluster_in_containers_loses_nothing_across_a_kill_and_a_partition() {
     if let Err(e) = local_base_images(&["--nats"]) {
         panic!("{e}");
     }
-    let override_file = std::env::temp_dir().join(format!("{}.yml", unique_name("cluster")));
     let ports = [free_port(), free_port(), free_port()];
     let mut text = String::from("services:\n");
     for name in NODES {
@@ -194,11 +154,21 @@ async fn cluster_in_containers_loses_nothing_across_a_kill_and_a_partition() {
             "  {name}:\n    image: {image}\n    environment:\n      FFD_CLUSTER__LEASE_SECONDS: \"{LEASE_SECONDS}\"\n      FFD_NETWORK__HIDDEN: \"[32, 32]\"\n      FFD_LEARNER__THREADS: \"1\"\n      FFD_DURABILITY__CHECKPOINT_EVERY_SECONDS: \"0.5\"\n"
         ));
     }
-    std::fs::write(&override_file, text).expect("write the override");
+    let mut env: Vec<(String, String)> = vec![("FFD_LEARN_TOKEN".into(), LEARN_TOKEN.into())];
+    for (i, port) in ports.iter().enumerate() {
+        env.push((format!("HOST_PORT_FFD_{}", i + 1), port.to_string()));
+    }
     let cluster = Cluster {
-        command,
-        project: unique_name("cluster").replace('-', ""),
-        override_file,
+        compose: ComposeProject::new(
+            command,
+            unique_name("cluster").replace('-', ""),
+            &[
+                "deploy/docker-compose.cluster.yml",
+                "deploy/docker/compose.cluster.local-images.yml",
+            ],
+            &text,
+            env,
+        ),
         ports,
     };
     cluster.run(&["up", "--detach", "--no-build"]);
@@ -244,7 +214,7 @@ async fn cluster_in_containers_loses_nothing_across_a_kill_and_a_partition() {
 
     // 2. The new learner is cut off the network: the last node takes over, and once the cut-off
     // node is back it has stepped down: its lease is gone and it cannot write (fencing).
-    let network = format!("{}_default", cluster.project);
+    let network = format!("{}_default", cluster.compose.project());
     let cut = cluster.container(NODES[second]);
     docker.run(&["network", "disconnect", &network, &cut]);
     let third = survivors[usize::from(survivors[0] == second)];

@@ -4,59 +4,29 @@
 //! `ffd`, the dashboard's queries answer with what `ffd` learned, and `down` then `up` keeps the
 //! learned state. Skipped with one line where Docker or Compose is missing.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::support::deploy::repo_path;
 use crate::support::docker::{
-    compose_command, learn, unique_name, wait_for_200, wait_learned, Docker,
+    compose_command, learn, unique_name, wait_for_200, wait_learned, ComposeProject, Docker,
+    LEARN_TOKEN,
 };
 
 /// Prometheus scrapes every 5 s; a few scrapes and a restart fit in this.
 const PROMETHEUS_WITHIN: Duration = Duration::from_secs(60);
 
-/// A compose project of this test: `docker-compose` (or `docker compose`) with the repository's
-/// compose file, the override for machines without a registry (the Prometheus stand-in), and an
-/// override selecting the image this test built, on host ports chosen free, under a unique
-/// project name. `down --volumes` when dropped.
+/// The compose project of this test: the repository's compose file, the override for machines
+/// without a registry (the Prometheus stand-in), and an override selecting the image this test
+/// built, on host ports chosen free.
 struct Stack {
-    command: Vec<String>,
-    project: String,
-    override_file: PathBuf,
+    compose: ComposeProject,
     ffd_port: u16,
     prometheus_port: u16,
 }
 
 impl Stack {
-    fn output(&self, args: &[&str]) -> Output {
-        let (program, prefix) = self.command.split_first().expect("a compose command");
-        Command::new(program)
-            .args(prefix)
-            .arg("--project-name")
-            .arg(&self.project)
-            .arg("--file")
-            .arg(repo_path("deploy/docker-compose.yml"))
-            .arg("--file")
-            .arg(repo_path("deploy/docker/compose.local-images.yml"))
-            .arg("--file")
-            .arg(&self.override_file)
-            .args(args)
-            .env("HOST_PORT_FFD", self.ffd_port.to_string())
-            .env("HOST_PORT_PROMETHEUS", self.prometheus_port.to_string())
-            .env("FFD_LEARN_TOKEN", crate::support::docker::LEARN_TOKEN)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", self.command))
-    }
-
     fn run(&self, args: &[&str]) {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "compose {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.compose.run(args);
     }
 
     /// `up --detach` of ffd and Prometheus only, with the images already built.
@@ -70,13 +40,6 @@ impl Stack {
 
     fn prometheus_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.prometheus_port)
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = self.output(&["down", "--volumes", "--remove-orphans", "--timeout", "5"]);
-        let _ = std::fs::remove_file(&self.override_file);
     }
 }
 
@@ -192,19 +155,24 @@ async fn compose_stack_scrapes_ffd_and_keeps_its_state_across_down_and_up() {
     // The Prometheus stand-in that deploy/docker/compose.local-images.yml selects.
     crate::support::docker::local_base_images(&["--prometheus"]).unwrap_or_else(|e| panic!("{e}"));
 
-    let project = unique_name("compose");
-    let override_file = std::env::temp_dir().join(format!("{project}.override.yml"));
-    std::fs::write(
-        &override_file,
-        format!("services:\n  ffd:\n    image: {image}\n"),
-    )
-    .expect("write the compose override");
+    let (ffd_port, prometheus_port) = (free_port(), free_port());
     let stack = Stack {
-        command,
-        project,
-        override_file,
-        ffd_port: free_port(),
-        prometheus_port: free_port(),
+        compose: ComposeProject::new(
+            command,
+            unique_name("compose"),
+            &[
+                "deploy/docker-compose.yml",
+                "deploy/docker/compose.local-images.yml",
+            ],
+            &format!("services:\n  ffd:\n    image: {image}\n"),
+            vec![
+                ("HOST_PORT_FFD".into(), ffd_port.to_string()),
+                ("HOST_PORT_PROMETHEUS".into(), prometheus_port.to_string()),
+                ("FFD_LEARN_TOKEN".into(), LEARN_TOKEN.into()),
+            ],
+        ),
+        ffd_port,
+        prometheus_port,
     };
     let client = reqwest::Client::new();
     let (ffd, prometheus) = (stack.ffd_url(), stack.prometheus_url());

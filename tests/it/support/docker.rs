@@ -184,6 +184,84 @@ pub fn compose_command(docker: &Docker) -> Option<Vec<String>> {
     None
 }
 
+/// A test's compose project: `docker-compose` (or `docker compose`) with repository compose
+/// files, then an override the test writes (the image it built, its settings), under a unique
+/// project name, with `env` (host ports, the token) in the command's environment. `down
+/// --volumes` and the override file removed when dropped.
+pub struct ComposeProject {
+    command: Vec<String>,
+    project: String,
+    files: Vec<PathBuf>,
+    env: Vec<(String, String)>,
+}
+
+impl ComposeProject {
+    /// `files` (repository paths), then `override_text` in a temporary file named after
+    /// `project`.
+    pub fn new(
+        command: Vec<String>,
+        project: String,
+        files: &[&str],
+        override_text: &str,
+        env: Vec<(String, String)>,
+    ) -> Self {
+        let override_file = std::env::temp_dir().join(format!("{project}.override.yml"));
+        std::fs::write(&override_file, override_text).expect("write the compose override");
+        let mut files: Vec<PathBuf> = files.iter().map(|f| repo_path(f)).collect();
+        files.push(override_file);
+        Self {
+            command,
+            project,
+            files,
+            env,
+        }
+    }
+
+    /// The project name (compose prefixes its networks and containers with it).
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// `compose ARGS` on this project, its output whatever the exit status.
+    pub fn output(&self, args: &[&str]) -> Output {
+        let (program, prefix) = self.command.split_first().expect("a compose command");
+        let mut command = Command::new(program);
+        command
+            .args(prefix)
+            .arg("--project-name")
+            .arg(&self.project);
+        for file in &self.files {
+            command.arg("--file").arg(file);
+        }
+        command
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", self.command))
+    }
+
+    /// `compose ARGS`, which must succeed; its standard output, trimmed.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(
+            out.status.success(),
+            "compose {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let _ = self.output(&["down", "--volumes", "--remove-orphans", "--timeout", "5"]);
+        if let Some(override_file) = self.files.last() {
+            let _ = std::fs::remove_file(override_file);
+        }
+    }
+}
+
 /// Whether `client` builds with BuildKit (see [`Docker`]).
 fn builds_with_buildkit(client: &Path) -> bool {
     let buildx = Command::new(client).args(["buildx", "version"]).output();
