@@ -2,7 +2,8 @@
 """Time to accuracy on MNIST: ffd beside forward-forward-rs, measured in one run (BENCHMARKS.md).
 
 Both learners train at the same time with one thread each, so that whatever else runs on the
-machine slows both: pinned to cores 0 and 1 (`taskset`) by default, or left to the scheduler
+machine slows both: pinned to cores of their own (`taskset`; forward-forward-rs on 0 and ffd
+on 1 unless `--peer-core`/`--ffd-core` say otherwise), or left to the scheduler
 with `--no-pin` (forward-forward-rs hands every parallel step from its main thread to its one
 rayon worker; unpinned, under load, those two threads ended up on different cores and its epochs
 took about twice as long). Two x axes: wall-clock training seconds (the test-set evaluations
@@ -27,7 +28,8 @@ which does not depend on the share of its core the learner got from the schedule
 Usage (forward-forward-rs optional; without it only ffd runs):
 
     bench/time_to_accuracy.py MNIST_DIR [--ffd target/release/ffd] [--peer FFRS_CHECKOUT]
-        [--ffd-epochs 20] [--peer-epochs 25] [--json FILE] [--csv FILE] [--png FILE]
+        [--ffd-epochs 20] [--peer-epochs 25] [--no-pin | --ffd-core 1 --peer-core 0]
+        [--json FILE] [--csv FILE] [--png FILE]
     bench/time_to_accuracy.py --plot FILE.json --png FILE.png    # redraw only
 
 The plot needs matplotlib; without it the run writes JSON/CSV and says so.
@@ -314,6 +316,8 @@ def main():
     ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                     help="pin the learners to cores 0 and 1 (--no-pin: leave them to the "
                     "scheduler, which moves forward-forward-rs's two threads apart)")
+    ap.add_argument("--ffd-core", type=int, default=1, help="ffd's core when pinned")
+    ap.add_argument("--peer-core", type=int, default=0, help="forward-forward-rs's core when pinned")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--csv", help="write learner,epoch,seconds,test_error rows here")
     ap.add_argument("--png", help="draw the curves here (needs matplotlib)")
@@ -345,7 +349,7 @@ def main():
     pin = args.pin and shutil.which("taskset") and (os.cpu_count() or 1) >= 2
     if args.pin and not pin:
         print("taskset or a second core is missing: the learners run unpinned", file=sys.stderr)
-    cores = iter([["taskset", "-c", "0"], ["taskset", "-c", "1"]] if pin else [[], []])
+    pinned = lambda core: ["taskset", "-c", str(core)] if pin else []
     with open("/proc/loadavg") as f:
         load_before = f.read().split()[:3]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
@@ -366,10 +370,10 @@ def main():
             # `ff` writes model_ff.bin into its working directory.
             runs["forward-forward-rs"] = Run(
                 "forward-forward-rs",
-                next(cores) + [peer_bin, "--dir", peer_dir, "--threads", "1",
+                pinned(args.peer_core) + [peer_bin, "--dir", peer_dir, "--threads", "1",
                                "--max-epoch", str(args.peer_epochs)],
                 cwd=work, env=env)
-        runs["ffd"] = Run("ffd", next(cores) + ffd_cmd, stderr_apart=True)
+        runs["ffd"] = Run("ffd", pinned(args.ffd_core) + ffd_cmd, stderr_apart=True)
         for run in runs.values():
             run.wait()
     stop.set()
@@ -391,6 +395,7 @@ def main():
     results = {
         "machine": {
             "cpu": cpu, "cpus": os.cpu_count(), "pinned": bool(pin),
+            "cores": {"ffd": args.ffd_core, "forward-forward-rs": args.peer_core} if pin else None,
             "load_before": load_before, "load_after": load_after,
             "load_1min_during": {"min": min(samples, default=None),
                                  "mean": sum(samples) / len(samples) if samples else None,
