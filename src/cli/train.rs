@@ -21,8 +21,8 @@ use crate::data::order::EpochOrder;
 use crate::eval::evaluate;
 use crate::ff::short_float::widen;
 use crate::ff::{
-    AverageConfig, Classifier, LrSchedule, Model, NetworkConfig, ScheduleMode, TrainConfig,
-    Trainer, WeightAverage,
+    AverageConfig, LrSchedule, Model, NetworkConfig, ScheduleMode, TrainConfig, Trainer,
+    WeightAverage,
 };
 
 /// Arguments of `ffd train`.
@@ -106,8 +106,8 @@ impl TrainArgs {
                 decay_start: self.lr_decay_start,
             }
         };
-        // The softmax classifier reads the head, so asking for it asks for its training.
-        train.train_head |= train.classifier == Classifier::Softmax;
+        // The softmax and combined classifiers read the head, so asking for one asks for its training.
+        train.train_head |= train.classifier.reads_head();
         (net, train)
     }
 }
@@ -429,7 +429,7 @@ mod tests {
     fn header_uses_flag_values() {
         assert_eq!(flag_value(ScheduleMode::Sleep), "sleep");
         assert_eq!(flag_value(crate::ff::NegativeStrategy::Hybrid), "hybrid");
-        assert_eq!(flag_value(Classifier::Softmax), "softmax");
+        assert_eq!(flag_value(crate::ff::Classifier::Softmax), "softmax");
     }
 
     /// A flag sets its key, and each flag's default is the engine struct's default.

@@ -171,6 +171,8 @@ impl WeightAverage {
         if self.fit.is_none() {
             self.model.calibration = live.calibration;
         }
+        // The goodness weight is fitted on the live model's predictions only.
+        self.model.calibration.goodness_weight = live.calibration.goodness_weight;
         Ok(())
     }
 
@@ -190,7 +192,7 @@ impl WeightAverage {
         self.model
             .predict_unchecked(&mut self.ws, features, classifier);
         if fit.observe(&self.ws.scores, label).is_some() {
-            self.model.calibration = fit.calibration();
+            self.model.calibration.temperature = fit.temperature();
         }
     }
 

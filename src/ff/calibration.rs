@@ -6,26 +6,46 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The temperature a model's probabilities are computed with. Stored with the model (model
-/// files and checkpoints); files written before it existed load with `T = 1`, i.e. the raw
-/// `softmax(scores)`.
+/// The temperature a model's probabilities are computed with, and the weight of goodness in
+/// the combined classifier's scores. Stored with the model (model files and checkpoints); files
+/// written before either existed load with `T = 1`, i.e. the raw `softmax(scores)`, and weight 1.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Calibration {
     /// `T` of `softmax(scores / T)`; finite and > 0.
     pub temperature: f32,
+    /// `w` of the combined classifier's scores `w·goodness + head` (docs/algorithm.md §5):
+    /// `1/T_g`, with `T_g` fitted online to goodness's own prequential predictions, so that a
+    /// goodness still near chance (large `T_g`) leaves the scores to the head and a confident
+    /// one outweighs it. Finite and > 0; unused by the other classifiers.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub goodness_weight: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn is_one(w: &f32) -> bool {
+    *w == 1.0
 }
 
 impl Default for Calibration {
     fn default() -> Self {
-        Self { temperature: 1.0 }
+        Self {
+            temperature: 1.0,
+            goodness_weight: 1.0,
+        }
     }
 }
 
 impl Calibration {
-    /// Whether the temperature is usable (finite, > 0); a file that says otherwise is refused.
+    /// Whether the numbers are usable (finite, > 0); a file that says otherwise is refused.
     pub fn is_valid(&self) -> bool {
-        self.temperature.is_finite() && self.temperature > 0.0
+        self.temperature.is_finite()
+            && self.temperature > 0.0
+            && self.goodness_weight.is_finite()
+            && self.goodness_weight > 0.0
     }
 
     /// `out ← softmax(scores / T)`, shifted by the max for stability. `out` has `scores`' length.
@@ -158,10 +178,11 @@ impl TemperatureFit {
         (1.0 / self.inv_temperature) as f32
     }
 
-    /// The calibration to give a model.
+    /// The calibration to give a model (goodness weight 1).
     pub fn calibration(&self) -> Calibration {
         Calibration {
             temperature: self.temperature(),
+            ..Calibration::default()
         }
     }
 
@@ -216,6 +237,34 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    /// The goodness weight is written only when it is not 1, so files of models that never
+    /// used the combined classifier read as before; a file without it loads with 1, and a
+    /// weight that is not finite and > 0 makes the calibration invalid.
+    #[test]
+    fn goodness_weight_is_optional_in_files() {
+        let plain = Calibration::default();
+        let json = serde_json::to_string(&plain).expect("serialises");
+        assert_eq!(json, r#"{"temperature":1.0}"#);
+        let read: Calibration = serde_json::from_str(r#"{"temperature":2.5}"#).expect("parses");
+        assert_eq!(read.goodness_weight, 1.0);
+        let weighted = Calibration {
+            temperature: 2.5,
+            goodness_weight: 0.125,
+        };
+        let json = serde_json::to_string(&weighted).expect("serialises");
+        assert_eq!(
+            serde_json::from_str::<Calibration>(&json).ok(),
+            Some(weighted)
+        );
+        for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            let c = Calibration {
+                goodness_weight: bad,
+                ..plain
+            };
+            assert!(!c.is_valid(), "{bad}");
+        }
+    }
 
     /// Overconfident synthetic scores: the true class gets `scale · (1 + noise)`, the others
     /// `scale · noise`, so the raw softmax is one-hot while a fifth or so are wrong.
@@ -335,7 +384,11 @@ mod tests {
     fn probabilities_are_a_tempered_softmax() {
         let s = [300.0, 240.0, 290.0];
         let mut p = [0.0; 3];
-        Calibration { temperature: 20.0 }.probabilities(&s, &mut p);
+        Calibration {
+            temperature: 20.0,
+            ..Calibration::default()
+        }
+        .probabilities(&s, &mut p);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(p[0] > p[2] && p[2] > p[1]);
         // softmax([0, -3, -0.5]) by hand.
@@ -348,7 +401,13 @@ mod tests {
     /// Non-finite scores are skipped and leave the fit as it was.
     #[test]
     fn non_finite_scores_are_ignored() {
-        let mut fit = TemperatureFit::new(10, Calibration { temperature: 5.0 });
+        let mut fit = TemperatureFit::new(
+            10,
+            Calibration {
+                temperature: 5.0,
+                ..Calibration::default()
+            },
+        );
         let before = fit.clone();
         assert_eq!(fit.observe(&[f32::NAN, 1.0], 0), None);
         assert_eq!(fit, before);

@@ -1,7 +1,7 @@
 //! Classification (docs/algorithm.md §5): by goodness — try every label, add up the scored
-//! layers' evidence `(G − θ)/T`, take the argmax — or by a linear softmax head on the normalised
-//! activities of the scored layers under a neutral label. Both give per-class scores and
-//! probabilities.
+//! layers' evidence `(G − θ)/T`, take the argmax — by a linear softmax head on the normalised
+//! activities of the scored layers under a neutral label, or by both (the sum of the two
+//! scores). Each gives per-class scores and probabilities.
 
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,23 @@ pub enum Classifier {
     Goodness,
     /// One pass with a neutral label through a linear softmax head.
     Softmax,
+    /// Both: `w·goodness + head logits`, the product of the two experts' softmax
+    /// distributions, with goodness tempered by `w` (`Calibration::goodness_weight`, fitted
+    /// online). The head learns from the first samples, when goodness is still near chance;
+    /// goodness carries more as it improves.
+    Combined,
+}
+
+impl Classifier {
+    /// Whether the classifier reads the goodness of every label.
+    pub fn reads_goodness(self) -> bool {
+        self != Classifier::Softmax
+    }
+
+    /// Whether the classifier reads the softmax head (which then has to be trained).
+    pub fn reads_head(self) -> bool {
+        self != Classifier::Goodness
+    }
 }
 
 /// The result of classifying one sample.
@@ -183,6 +200,18 @@ impl Model {
                 self.forward(ws, 0, features, &[LabelInput::Neutral]);
                 self.head_scores(ws, 0);
             }
+            Classifier::Combined => {
+                // One pass for all labels and the neutral one: the first layer's product with
+                // the features is shared by every slot.
+                let mut labels = std::mem::take(&mut ws.labels);
+                labels.clear();
+                labels.extend((0..self.config.classes).map(LabelInput::Class));
+                labels.push(LabelInput::Neutral);
+                self.forward(ws, 0, features, &labels);
+                ws.labels = labels;
+                self.goodness_scores(ws, 0);
+                self.add_head_scores(ws, self.config.classes);
+            }
         }
         argmax(&ws.scores)
     }
@@ -251,34 +280,39 @@ impl Model {
         let c = self.config.classes;
         let samples = features.len() / self.config.inputs;
         ws.rows.clear();
-        match classifier {
-            Classifier::Goodness => ws
-                .rows
-                .extend((0..samples).flat_map(|b| (0..c).map(move |k| (b, LabelInput::Class(k))))),
-            Classifier::Softmax => ws
-                .rows
-                .extend((0..samples).map(|b| (b, LabelInput::Neutral))),
-        }
+        // Each sample's rows: every label (goodness), then the neutral one (head).
+        let (labelled, neutral) = (classifier.reads_goodness(), classifier.reads_head());
+        let per = if labelled { c } else { 0 } + usize::from(neutral);
+        ws.rows.extend((0..samples).flat_map(|b| {
+            let labels = (0..c).filter(move |_| labelled).map(LabelInput::Class);
+            let neutral = neutral.then_some(LabelInput::Neutral);
+            labels.chain(neutral).map(move |label| (b, label))
+        }));
         self.forward_batch(ws, features, samples);
         let from = self.config.first_scored_layer();
+        let mut head = vec![0.0; c];
+        let w = self.calibration.goodness_weight;
         for b in 0..samples {
             let mut scores = vec![0.0; c];
-            match classifier {
-                Classifier::Goodness => {
-                    for (k, score) in scores.iter_mut().enumerate() {
-                        for l in from..self.layers.len() {
-                            *score += self.layers[l].goodness.logit(ws.goodness[l][b * c + k]);
-                        }
+            if labelled {
+                for (k, score) in scores.iter_mut().enumerate() {
+                    for l in from..self.layers.len() {
+                        *score += self.layers[l].goodness.logit(ws.goodness[l][b * per + k]);
                     }
                 }
-                Classifier::Softmax => {
-                    ws.head_in.clear();
-                    for l in from..self.layers.len() {
-                        let m = self.layers[l].outputs();
-                        ws.head_in
-                            .extend_from_slice(&ws.h_norm[l][b * m..(b + 1) * m]);
-                    }
-                    self.head.logits(&ws.head_in, &mut scores);
+            }
+            if neutral {
+                let row = b * per + per - 1;
+                ws.head_in.clear();
+                for l in from..self.layers.len() {
+                    let m = self.layers[l].outputs();
+                    ws.head_in
+                        .extend_from_slice(&ws.h_norm[l][row * m..(row + 1) * m]);
+                }
+                self.head.logits(&ws.head_in, &mut head);
+                let w = if labelled { w } else { 1.0 };
+                for (s, h) in scores.iter_mut().zip(&head) {
+                    *s = w * *s + h;
                 }
             }
             // Tempered like the per-sample path (docs/algorithm.md §5.1).
@@ -321,6 +355,20 @@ impl Model {
     pub(crate) fn head_scores(&self, ws: &mut Workspace, slot: usize) {
         self.gather_head_input(ws, slot);
         self.head.logits(&ws.head_in, &mut ws.scores);
+        ws.probs.copy_from_slice(&ws.scores);
+        softmax_in_place(&mut ws.probs);
+    }
+
+    /// Turns the goodness scores in `ws` into the combined classifier's, `w·goodness + head`
+    /// with the head's logits for `slot` (a neutral-label pass), and recomputes the
+    /// probabilities.
+    pub(crate) fn add_head_scores(&self, ws: &mut Workspace, slot: usize) {
+        let w = self.calibration.goodness_weight;
+        self.gather_head_input(ws, slot);
+        self.head.logits(&ws.head_in, &mut ws.probs);
+        for (s, &h) in ws.scores.iter_mut().zip(&ws.probs) {
+            *s = w * *s + h;
+        }
         ws.probs.copy_from_slice(&ws.scores);
         softmax_in_place(&mut ws.probs);
     }
@@ -418,7 +466,11 @@ mod tests {
             // A head with weights, so the softmax scores depend on the activities.
             m.head.weight.mapv_inplace(|_| rng.gen_range(-1.0..1.0));
             let features: Vec<f32> = (0..130 * 16).map(|_| rng.gen_range(0.0..1.0)).collect();
-            for classifier in [Classifier::Goodness, Classifier::Softmax] {
+            for classifier in [
+                Classifier::Goodness,
+                Classifier::Softmax,
+                Classifier::Combined,
+            ] {
                 for threads in [1, 2] {
                     let mut ws = BatchWorkspace::new(threads);
                     let batch = m
@@ -441,6 +493,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The combined classifier's scores are `w·goodness + head logits`, class by class
+    /// (reference: the two classifiers run separately), per sample and batched.
+    #[test]
+    fn combined_scores_are_goodness_plus_head() {
+        use rand::Rng;
+        let mut m = model();
+        let mut rng = StdRng::seed_from_u64(3);
+        m.head.weight.mapv_inplace(|_| rng.gen_range(-1.0..1.0));
+        let x: Vec<f32> = (0..16).map(|i| (i as f32 * 0.61).cos().abs()).collect();
+        let g = m.classify(&x, Classifier::Goodness).expect("valid input");
+        let h = m.classify(&x, Classifier::Softmax).expect("valid input");
+        let both = m.classify(&x, Classifier::Combined).expect("valid input");
+        for ((s, a), b) in both.scores.iter().zip(&g.scores).zip(&h.scores) {
+            assert!(
+                (s - (a + b)).abs() <= 1e-5 * (1.0 + s.abs()),
+                "{s} vs {a} + {b}"
+            );
+        }
+        assert_eq!(both.label, argmax(&both.scores));
     }
 
     /// A batch that is not a whole number of samples, or holds a NaN, is refused.
@@ -469,7 +542,11 @@ mod tests {
     fn scores_are_probabilities() {
         let m = model();
         let x = vec![0.5; 16];
-        for cls in [Classifier::Goodness, Classifier::Softmax] {
+        for cls in [
+            Classifier::Goodness,
+            Classifier::Softmax,
+            Classifier::Combined,
+        ] {
             let s = m.classify(&x, cls).expect("valid input");
             assert_eq!(s.probabilities.len(), 4);
             assert!((s.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);

@@ -43,7 +43,8 @@ pub struct TrainConfig {
     #[serde(serialize_with = "short_float::serialize")]
     pub negative_temperature: f32,
     /// How samples are classified (predictions, hard negatives, evaluation): goodness (one
-    /// pass per label) or softmax (a linear head; needs train_head).
+    /// pass per label), softmax (a linear head; needs train_head) or combined (the sum of both
+    /// scores; needs train_head).
     #[cfg_attr(
         feature = "cli",
         arg(long, value_enum, default_value_t = TrainConfig::default().classifier)
@@ -155,14 +156,17 @@ impl TrainConfig {
                 "the sleep schedule needs a replay buffer (> 0)",
             );
         }
-        if self.negatives == NegativeStrategy::Hybrid && self.classifier == Classifier::Goodness {
+        if self.negatives == NegativeStrategy::Hybrid && self.classifier.reads_goodness() {
             return bad(
                 "classifier",
                 "hybrid negatives train without labels; classify with the softmax head",
             );
         }
-        if self.classifier == Classifier::Softmax && !self.train_head {
-            return bad("train_head", "the softmax classifier needs a trained head");
+        if self.classifier.reads_head() && !self.train_head {
+            return bad(
+                "train_head",
+                "the softmax and combined classifiers need a trained head",
+            );
         }
         Ok(())
     }

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
-use crate::ff::calibration::TemperatureFit;
+use crate::ff::calibration::{Calibration, TemperatureFit};
+use crate::ff::classify::Classifier;
 use crate::ff::crew::Crew;
 use crate::ff::error::FfError;
 use crate::ff::guard::{max_abs, FiniteGuard};
@@ -82,6 +83,12 @@ pub struct Trainer {
     stats_backup: Vec<LayerStats>,
     /// Fits the model's temperature to the prequential predictions (`calibration_window > 0`).
     calibration: Option<TemperatureFit>,
+    /// Fits the combined classifier's goodness weight, `1/T_g` with `T_g` the temperature of
+    /// goodness's own prequential predictions (`classifier = combined`, `calibration_window >
+    /// 0`). Not saved in checkpoints: a resumed trainer restarts it at the model's weight.
+    goodness_fit: Option<TemperatureFit>,
+    /// The goodness scores of the current prediction, before the head joins them.
+    goodness_scores: Vec<f32>,
     /// Buffers of the batched mini-batch step (`learn_batch`); empty until first used.
     batched: BatchBuffers,
     /// Threads each per-sample forward pass (and the update fused into it) is split over, by
@@ -149,6 +156,16 @@ impl Trainer {
             stats_backup: vec![LayerStats::default(); ncfg.hidden.len()],
             calibration: (config.calibration_window > 0)
                 .then(|| TemperatureFit::new(config.calibration_window, model.calibration())),
+            goodness_fit: (config.calibration_window > 0
+                && config.classifier == Classifier::Combined)
+                .then(|| {
+                    let start = Calibration {
+                        temperature: 1.0 / model.calibration().goodness_weight,
+                        ..Calibration::default()
+                    };
+                    TemperatureFit::new(config.calibration_window, start)
+                }),
+            goodness_scores: Vec::with_capacity(ncfg.classes),
             batched: BatchBuffers::new(1),
             threads: 1,
             crew: None,
@@ -443,7 +460,12 @@ impl Trainer {
         if let (Some(fit), Some(_)) = (self.calibration.as_mut(), slots.predicted) {
             // The scores the prediction came from are still in the current workspace.
             if fit.observe(&self.ws[self.cur].scores, label).is_some() {
-                self.model.calibration = fit.calibration();
+                self.model.calibration.temperature = fit.temperature();
+            }
+        }
+        if let (Some(fit), Some(_)) = (self.goodness_fit.as_mut(), slots.predicted) {
+            if fit.observe(&self.goodness_scores, label).is_some() {
+                self.model.calibration.goodness_weight = 1.0 / fit.temperature();
             }
         }
         if self.replay.capacity() > 0 {

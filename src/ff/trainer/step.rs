@@ -96,25 +96,37 @@ impl Trainer {
 
         let (classifier, strategy) = (self.config.classifier, self.config.negatives);
         let wants_probs = predict || (negative && strategy == NegativeStrategy::Hard);
-        let all_labels = wants_probs && classifier == Classifier::Goodness;
-        let neutral_needed = (positive && self.config.train_head)
-            || (wants_probs && classifier == Classifier::Softmax);
+        let all_labels = wants_probs && classifier.reads_goodness();
+        let neutral_needed =
+            (positive && self.config.train_head) || (wants_probs && classifier.reads_head());
+        let mut neutral = None;
         if all_labels {
+            // The neutral pass joins the labelled ones: the first layer's product with the
+            // features is shared by every slot.
             let mut labels = std::mem::take(&mut self.ws[self.cur].labels);
             labels.clear();
             labels.extend((0..classes).map(LabelInput::Class));
+            if neutral_needed {
+                labels.push(LabelInput::Neutral);
+                neutral = Some(classes);
+            }
             self.forward(0, x, &labels);
             self.ws[self.cur].labels = labels;
             self.model.goodness_scores(&mut self.ws[self.cur], 0);
-        }
-        let neutral = neutral_needed.then(|| {
+            if let (Some(slot), Classifier::Combined) = (neutral, classifier) {
+                self.goodness_scores.clear();
+                self.goodness_scores
+                    .extend_from_slice(&self.ws[self.cur].scores);
+                self.model.add_head_scores(&mut self.ws[self.cur], slot);
+            }
+        } else if neutral_needed {
             let slot = self.ws[self.cur].slots;
             self.forward(0, x, &[LabelInput::Neutral]);
             if classifier == Classifier::Softmax && wants_probs {
                 self.model.head_scores(&mut self.ws[self.cur], slot);
             }
-            slot
-        });
+            neutral = Some(slot);
+        }
         let predicted = predict.then(|| argmax(&self.ws[self.cur].scores));
         let positive_slot = positive.then(|| self.slot_for(all_labels, x, y));
         let reference = symmetric.then(|| self.slot_for(all_labels, x, y));
