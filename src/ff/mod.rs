@@ -74,5 +74,5 @@ pub use negatives::NegativeStrategy;
 pub use optimiser::{Boost, LrSchedule, OptimiserConfig};
 pub use replay::ReplayBuffer;
 pub use schedule::{ScheduleMode, SleepMethod, SleepScheduler};
-pub use state::{RngPosition, TrainerState};
+pub use state::{RngPosition, SlowState, TrainerState};
 pub use trainer::{LayerStats, LearnOutcome, SleepReport, TrainConfig, TrainStats, Trainer};

@@ -1,5 +1,5 @@
 //! `TrainerState`: everything a `Trainer` needs to continue exactly where it stopped — weights,
-//! optimiser buffers, replay buffer, sleep counter, sample counter and the RNG's position — as
+//! optimiser buffers, slow weights, replay buffer, sleep counter, sample counter and the RNG's position — as
 //! plain values, so a store can write it and a new process can resume from it. No I/O here.
 
 use crate::ff::calibration::TemperatureFit;
@@ -44,4 +44,19 @@ pub struct TrainerState {
     pub rng: RngPosition,
     /// The online temperature fit (`None` when calibration is off).
     pub calibration: Option<TemperatureFit>,
+    /// The slow weights of the `consolidate` sleep (`None` for every other schedule): `model`
+    /// above holds them plus the wake's fast weights since the last sleep.
+    pub slow: Option<SlowState>,
+}
+
+/// The slow weights and their optimiser state, as the last sleep left them. Saving them is
+/// what lets a resumed trainer drop the wake's fast weights at its next sleep exactly as an
+/// uninterrupted one would; without them a resume can only take the live weights as slow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlowState {
+    /// A model holding the slow layers (its read-out head is the live one: a sleep never
+    /// touches the head).
+    pub model: Model,
+    /// Per-layer optimiser state of the slow weights, bottom layer first.
+    pub layers: Vec<LayerState>,
 }

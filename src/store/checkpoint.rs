@@ -1,10 +1,12 @@
 //! Checkpoints: a learner's whole state in one safetensors file, named like a PyTorch
 //! `state_dict` (`layers.0.weight`, `optimiser.layers.0.momentum_weight`, `replay.features`,
-//! `average.layers.0.weight`, ...) with the scalars (counters, last applied sequence number,
-//! RNG position, config fingerprint, the models' calibration and its online fit) in the
-//! metadata; a checkpoint without the calibration entries (written before they existed) loads
-//! with temperature 1 and a fresh fit. A CRC-32 over every tensor and metadata
-//! entry rides in the metadata too, so a damaged file is refused rather than half-loaded.
+//! `average.layers.0.weight`, `slow.layers.0.weight`, ...) with the scalars (counters, last
+//! applied sequence number, RNG position, config fingerprint, the models' calibration and its
+//! online fit) in the metadata; a checkpoint without the calibration entries (written before
+//! they existed) loads with temperature 1 and a fresh fit, one without `slow.` tensors (written
+//! under another sleep method, or before they existed) takes the live weights as slow. A CRC-32
+//! over every tensor and metadata entry rides in the metadata too, so a damaged file is refused
+//! rather than half-loaded.
 //!
 //! Files are `checkpoint-{last_seq:020}.safetensors` in the data directory, written atomically
 //! (temp file, fsync, rename, fsync the directory); the newest that verifies wins.
@@ -18,7 +20,7 @@ use ndarray::Array1;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::ff::optimiser::{Boost, LayerState};
-use crate::ff::{Model, NetworkConfig, RngPosition, TemperatureFit, TrainerState};
+use crate::ff::{Model, NetworkConfig, RngPosition, SlowState, TemperatureFit, TrainerState};
 use crate::store::model_file::{
     calibration_metadata, matrix, parse_calibration, read_f32, write_atomic, KEY_CALIBRATION,
 };
@@ -206,24 +208,10 @@ pub fn to_bytes(c: &Checkpoint) -> Vec<u8> {
     if let Some(average) = &c.average {
         model_tensors(&mut tensors, "average.", average);
     }
-    for (i, l) in t.layers.iter().enumerate() {
-        let out = l.mean_activity.len();
-        let p = format!("optimiser.layers.{i}");
-        if !l.velocity_weight.is_empty() {
-            let inp = l.velocity_weight.len() / out.max(1);
-            tensors.insert(
-                format!("{p}.momentum_weight"),
-                RawTensor::f32(vec![out, inp], &l.velocity_weight),
-            );
-            tensors.insert(
-                format!("{p}.momentum_bias"),
-                RawTensor::f32(vec![out], &l.velocity_bias),
-            );
-        }
-        tensors.insert(
-            format!("{p}.mean_activity"),
-            RawTensor::f32(vec![out], &l.mean_activity),
-        );
+    optimiser_tensors(&mut tensors, "", &t.layers);
+    if let Some(slow) = &t.slow {
+        model_tensors(&mut tensors, "slow.", &slow.model);
+        optimiser_tensors(&mut tensors, "slow.", &slow.layers);
     }
     if !t.replay_labels.is_empty() {
         let n = t.replay_labels.len();
@@ -410,30 +398,25 @@ pub fn from_bytes(
             Some(fit)
         }
     };
-    let widths = network.widths();
-    let mut layers = Vec::with_capacity(network.hidden.len());
-    for (i, w) in widths.windows(2).enumerate() {
-        let p = format!("optimiser.layers.{i}");
-        let (velocity_weight, velocity_bias) =
-            if tensors.names().contains(&&*format!("{p}.momentum_weight")) {
-                (
-                    read_f32(
-                        &tensors,
-                        &format!("{p}.momentum_weight"),
-                        &[w[1], w[0]],
-                        path,
-                    )?,
-                    read_f32(&tensors, &format!("{p}.momentum_bias"), &[w[1]], path)?,
-                )
-            } else {
-                (Vec::new(), Vec::new())
-            };
-        layers.push(LayerState {
-            velocity_weight,
-            velocity_bias,
-            mean_activity: read_f32(&tensors, &format!("{p}.mean_activity"), &[w[1]], path)?,
-        });
-    }
+    let layers = read_optimiser(&tensors, "", network, path)?;
+    // Only written under the `consolidate` sleep; absent, a resume takes the live weights as
+    // the slow weights.
+    let slow = if tensors.names().iter().any(|n| n.starts_with("slow.")) {
+        // The slow model is a container for the slow layers; its calibration is the live one.
+        let mut slow_model = read_model(&tensors, "slow.", network, path)?;
+        slow_model
+            .set_calibration(model.calibration())
+            .map_err(|source| StoreError::Model {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Some(SlowState {
+            model: slow_model,
+            layers: read_optimiser(&tensors, "slow.", network, path)?,
+        })
+    } else {
+        None
+    };
     let (replay_features, replay_labels) = match tensors.tensor("replay.labels") {
         Err(_) => (Vec::new(), Vec::new()),
         Ok(view) => {
@@ -495,6 +478,7 @@ pub fn from_bytes(
             word_pos,
         },
         calibration,
+        slow,
     };
     Ok(Checkpoint {
         trainer,
@@ -525,6 +509,65 @@ fn model_tensors(out: &mut BTreeMap<String, RawTensor>, prefix: &str, model: &Mo
         RawTensor::matrix(h.weight()),
     );
     out.insert(format!("{prefix}head.bias"), RawTensor::vector(h.bias()));
+}
+
+/// Every layer's optimiser state under `{prefix}optimiser.layers.{i}.`; the momentum buffers
+/// only when momentum is on (they are empty otherwise).
+fn optimiser_tensors(out: &mut BTreeMap<String, RawTensor>, prefix: &str, layers: &[LayerState]) {
+    for (i, l) in layers.iter().enumerate() {
+        let rows = l.mean_activity.len();
+        let p = format!("{prefix}optimiser.layers.{i}");
+        if !l.velocity_weight.is_empty() {
+            let cols = l.velocity_weight.len() / rows.max(1);
+            out.insert(
+                format!("{p}.momentum_weight"),
+                RawTensor::f32(vec![rows, cols], &l.velocity_weight),
+            );
+            out.insert(
+                format!("{p}.momentum_bias"),
+                RawTensor::f32(vec![rows], &l.velocity_bias),
+            );
+        }
+        out.insert(
+            format!("{p}.mean_activity"),
+            RawTensor::f32(vec![rows], &l.mean_activity),
+        );
+    }
+}
+
+/// What [`optimiser_tensors`] wrote under `prefix`, shapes checked against `network`.
+fn read_optimiser(
+    tensors: &SafeTensors<'_>,
+    prefix: &str,
+    network: &NetworkConfig,
+    path: &Path,
+) -> Result<Vec<LayerState>, StoreError> {
+    let widths = network.widths();
+    let names = tensors.names();
+    let mut layers = Vec::with_capacity(network.hidden.len());
+    for (i, w) in widths.windows(2).enumerate() {
+        let p = format!("{prefix}optimiser.layers.{i}");
+        let (velocity_weight, velocity_bias) = if names.contains(&&*format!("{p}.momentum_weight"))
+        {
+            (
+                read_f32(
+                    tensors,
+                    &format!("{p}.momentum_weight"),
+                    &[w[1], w[0]],
+                    path,
+                )?,
+                read_f32(tensors, &format!("{p}.momentum_bias"), &[w[1]], path)?,
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        layers.push(LayerState {
+            velocity_weight,
+            velocity_bias,
+            mean_activity: read_f32(tensors, &format!("{p}.mean_activity"), &[w[1]], path)?,
+        });
+    }
+    Ok(layers)
 }
 
 fn read_model(

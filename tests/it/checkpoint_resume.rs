@@ -2,20 +2,26 @@
 //! for n samples, write its state to checkpoint bytes, read them back into B, feed both the
 //! same next m samples — weights, optimiser buffers and predictions are bit-identical. Covers
 //! momentum buffers, the replay buffer, the sleep counter, the softmax head, hard negatives
-//! (the RNG position) and the weight average.
+//! (the RNG position), the weight average and the slow weights of the `consolidate` sleep.
 use crate::support;
 
 use std::path::Path;
 
 use ffd::ff::{
-    Boost, Classifier, Model, NetworkConfig, OptimiserConfig, ScheduleMode, TrainConfig, Trainer,
+    Boost, Classifier, Model, NetworkConfig, OptimiserConfig, ScheduleMode, SleepMethod,
+    TrainConfig, Trainer,
 };
 use ffd::store::checkpoint::{self, Checkpoint, CheckpointError, Counters};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 fn config(momentum: f32) -> TrainConfig {
+    config_with(momentum, SleepMethod::Negatives)
+}
+
+fn config_with(momentum: f32, sleep_method: SleepMethod) -> TrainConfig {
     TrainConfig {
+        sleep_method,
         optimiser: OptimiserConfig {
             momentum,
             ..Default::default()
@@ -63,9 +69,15 @@ fn bits(model: &Model) -> Vec<u32> {
 
 #[test]
 fn restored_trainer_continues_bit_identically() {
-    for momentum in [0.0, 0.9] {
+    let cases = [
+        (0.0, SleepMethod::Negatives),
+        (0.9, SleepMethod::Negatives),
+        (0.9, SleepMethod::Consolidate),
+    ];
+    for (momentum, method) in cases {
+        let config = || config_with(momentum, method);
         let model = Model::new(net(), &mut StdRng::seed_from_u64(4)).expect("valid config");
-        let mut a = Trainer::new(model, config(momentum), 4).expect("valid config");
+        let mut a = Trainer::new(model, config(), 4).expect("valid config");
         // 103 is not a multiple of the sleep period: the sleep counter must be restored too.
         feed(&mut a, 0..103);
         if momentum > 0.0 {
@@ -93,17 +105,23 @@ fn restored_trainer_continues_bit_identically() {
         let bytes = checkpoint::to_bytes(&saved);
         let read = checkpoint::from_bytes(&bytes, Path::new("mem"), &net()).expect("verifies");
         assert_eq!(read, saved, "the file round-trips every field");
-        let mut b = Trainer::from_state(read.trainer, config(momentum)).expect("fits");
+        // 103 = 14 sleeps of 7 and 5 wake samples on fast weights.
+        assert_eq!(
+            read.trainer.slow.is_some(),
+            method == SleepMethod::Consolidate,
+            "slow weights are saved for consolidate only"
+        );
+        let mut b = Trainer::from_state(read.trainer, config()).expect("fits");
 
         let pa = feed(&mut a, 103..303);
         let pb = feed(&mut b, 103..303);
-        assert_eq!(pa, pb, "momentum {momentum}: same predictions");
+        assert_eq!(pa, pb, "{method:?}, momentum {momentum}: same predictions");
         a.settle();
         b.settle();
         assert_eq!(
             bits(a.model()),
             bits(b.model()),
-            "momentum {momentum}: same weights"
+            "{method:?}, momentum {momentum}: same weights"
         );
         assert_eq!(a.layer_states(), b.layer_states(), "same optimiser state");
         let x = support::mnist_small().test.sample(0).0.to_vec();

@@ -156,6 +156,17 @@ impl TrainConfig {
                 "the sleep schedule needs a replay buffer (> 0)",
             );
         }
+        if self.schedule == ScheduleMode::Sleep
+            && self.sleep_method == SleepMethod::Consolidate
+            && self.replay_capacity < self.sleep_every_samples
+        {
+            // A sleep replays the whole wake into the slow weights; samples that fell out of
+            // the buffer would be learned by nobody (their fast weights are dropped).
+            return bad(
+                "replay_capacity",
+                "the consolidate sleep replays the whole wake: it must be >= sleep_every_samples",
+            );
+        }
         if self.negatives == NegativeStrategy::Hybrid && self.classifier.reads_goodness() {
             return bad(
                 "classifier",

@@ -225,6 +225,7 @@ impl Trainer {
                 word_pos: self.rng.get_word_pos(),
             },
             calibration: self.calibration.clone(),
+            slow: self.slow.as_ref().map(|slow| slow.state(&self.model)),
         }
     }
 
@@ -244,6 +245,7 @@ impl Trainer {
             boost,
             rng,
             calibration,
+            slow,
         } = state;
         let mut trainer = Trainer::new(model, config, 0)?;
         FfError::check_len("optimiser layers", trainer.states.len(), layers.len())?;
@@ -292,10 +294,15 @@ impl Trainer {
         trainer.samples = samples;
         trainer.boost_from = boost_from.min(samples);
         trainer.boost = boost;
-        // The state holds no separate slow weights: a resumed trainer consolidates the wake so
-        // far (the live weights become the slow weights).
+        // The slow weights as the last sleep left them; a state without them (saved under
+        // another sleep method, or before they were saved) consolidates the wake so far: the
+        // live weights become the slow weights. Under another method, saved slow weights are
+        // not needed: the live weights go on.
         if trainer.slow.is_some() {
-            trainer.slow = Some(SlowWeights::of(&trainer.model.layers, &trainer.states));
+            trainer.slow = Some(match slow {
+                Some(saved) => SlowWeights::restore(saved, &trainer.model, &trainer.states)?,
+                None => SlowWeights::of(&trainer.model.layers, &trainer.states),
+            });
         }
         trainer.rng = ChaCha12Rng::from_seed(rng.seed);
         trainer.rng.set_stream(rng.stream);
@@ -910,6 +917,91 @@ mod tests {
                 assert_eq!(slept.layer_states(), interleaved.layer_states());
             }
         }
+    }
+
+    /// A `consolidate` trainer saved in the middle of a wake and resumed from its state drops
+    /// the same fast weights at its next sleep as the uninterrupted one: every later layer,
+    /// optimiser state and prediction is bit-identical. A state without slow weights (an older
+    /// checkpoint) resumes too, taking the live weights as slow, so it differs after the sleep.
+    #[test]
+    fn consolidate_resumes_mid_wake_exactly() {
+        let config = TrainConfig {
+            schedule: ScheduleMode::Sleep,
+            sleep_method: SleepMethod::Consolidate,
+            sleep_every_samples: 6,
+            replay_capacity: 6,
+            optimiser: OptimiserConfig {
+                momentum: 0.9,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut whole = toy(config.clone(), 11);
+        let feed = |t: &mut Trainer, range: std::ops::Range<usize>| {
+            let mut predictions = Vec::new();
+            for i in range {
+                let (x, y) = sample(i);
+                let outcome = t.learn(&x, y, true).expect("valid sample");
+                predictions.push(outcome.predicted);
+                if outcome.sleep_due {
+                    t.sleep();
+                }
+            }
+            t.settle();
+            predictions
+        };
+        // 9 samples: one sleep after 6, then 3 wake samples on fast weights.
+        feed(&mut whole, 0..9);
+        let saved = whole.state();
+        let slow = saved
+            .slow
+            .clone()
+            .expect("consolidate saves its slow weights");
+        assert_ne!(
+            slow.model.layers, whole.model.layers,
+            "the wake moved the live weights"
+        );
+        let mut resumed = Trainer::from_state(saved.clone(), config.clone()).expect("resumes");
+        let mut older = Trainer::from_state(
+            TrainerState {
+                slow: None,
+                ..saved
+            },
+            config,
+        )
+        .expect("resumes without slow weights");
+        let expected = feed(&mut whole, 9..20);
+        assert_eq!(feed(&mut resumed, 9..20), expected);
+        assert_eq!(resumed.model.layers, whole.model.layers);
+        assert_eq!(resumed.layer_states(), whole.layer_states());
+        assert_eq!(resumed.state(), whole.state());
+        feed(&mut older, 9..20);
+        assert_ne!(older.model.layers, whole.model.layers);
+    }
+
+    /// A `consolidate` wake longer than the replay buffer would drop samples nobody learns:
+    /// such a configuration is refused, naming the key; a buffer as long as the wake is not.
+    #[test]
+    fn consolidate_refuses_a_buffer_shorter_than_the_wake() {
+        let config = |replay_capacity| TrainConfig {
+            schedule: ScheduleMode::Sleep,
+            sleep_method: SleepMethod::Consolidate,
+            sleep_every_samples: 1000,
+            replay_capacity,
+            ..Default::default()
+        };
+        let err = config(999).validate().expect_err("too short");
+        assert!(
+            matches!(
+                err,
+                FfError::Config {
+                    key: "replay_capacity",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(config(1000).validate().is_ok());
     }
 
     /// `pairs` replays a positive with every negative and keeps the wake's updates: a sleep

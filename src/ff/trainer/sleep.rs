@@ -3,9 +3,12 @@
 //! configured [`SleepMethod`](crate::ff::schedule::SleepMethod): negatives only, positive/negative pairs, or pairs that
 //! consolidate the wake's fast weights into the slow weights ([`SlowWeights`]).
 
+use crate::ff::error::FfError;
 use crate::ff::guard::FiniteGuard;
 use crate::ff::layer::Layer;
+use crate::ff::model::Model;
 use crate::ff::optimiser::LayerState;
+use crate::ff::state::SlowState;
 
 use super::step::Step;
 use super::{SleepReport, Trainer};
@@ -27,6 +30,52 @@ impl SlowWeights {
             layers: layers.to_vec(),
             states: states.to_vec(),
         }
+    }
+
+    /// The copy as plain values, its model's head taken from `live`.
+    pub(super) fn state(&self, live: &Model) -> SlowState {
+        let mut model = live.clone();
+        model.layers.clone_from_slice(&self.layers);
+        SlowState {
+            model,
+            layers: self.states.clone(),
+        }
+    }
+
+    /// The copy saved as `saved`, checked against the live model and optimiser state it goes
+    /// with: same layer shapes, same optimiser buffers.
+    pub(super) fn restore(
+        saved: SlowState,
+        live: &Model,
+        states: &[LayerState],
+    ) -> Result<Self, FfError> {
+        FfError::check_len("slow layers", live.layers.len(), saved.model.layers.len())?;
+        FfError::check_len("slow optimiser layers", states.len(), saved.layers.len())?;
+        for (l, s) in live.layers.iter().zip(&saved.model.layers) {
+            FfError::check_len("slow layer weights", l.weight.len(), s.weight.len())?;
+            FfError::check_len("slow layer rows", l.weight.nrows(), s.weight.nrows())?;
+        }
+        for (l, s) in states.iter().zip(&saved.layers) {
+            FfError::check_len(
+                "slow momentum buffer (weights)",
+                l.velocity_weight.len(),
+                s.velocity_weight.len(),
+            )?;
+            FfError::check_len(
+                "slow momentum buffer (biases)",
+                l.velocity_bias.len(),
+                s.velocity_bias.len(),
+            )?;
+            FfError::check_len(
+                "slow mean activities",
+                l.mean_activity.len(),
+                s.mean_activity.len(),
+            )?;
+        }
+        Ok(Self {
+            layers: saved.model.layers,
+            states: saved.layers,
+        })
     }
 
     /// Overwrites the copy with `layers` and `states`, reusing its memory.
