@@ -46,6 +46,8 @@ async fn learning_over_http_beats_chance_and_moves_the_metrics() {
     config.average.average_decay = 0.0;
     let (reference, hits) = in_process(&config, &data.train);
     let window = config.learner.prequential_window;
+    let sleeps = (TRAIN / config.train.sleep_every_samples) as u64;
+    assert!(sleeps > 0, "the run sleeps by count at least once");
     let server = start_server(config).await;
     let before = server.model().await;
     assert_eq!(before["model_version"], 0);
@@ -70,7 +72,7 @@ async fn learning_over_http_beats_chance_and_moves_the_metrics() {
     let model = server.wait_learned(TRAIN as u64).await;
     assert_eq!(model["learned_seq"], TRAIN);
     assert!(model["model_version"].as_u64().expect("version") > 0);
-    assert!(model["sleep_cycles"].as_u64().expect("cycles") >= (TRAIN / 16) as u64);
+    assert!(model["sleep_cycles"].as_u64().expect("cycles") >= sleeps);
 
     let results = server.classify_batch(&data.test, 0..TEST).await;
     let correct = results
@@ -145,7 +147,7 @@ async fn learning_over_http_beats_chance_and_moves_the_metrics() {
         m("ffd_model_version"),
         model["model_version"].as_f64().expect("version")
     );
-    assert!(m("ffd_sleep_cycles_total") >= (TRAIN / 16) as f64);
+    assert!(m("ffd_sleep_cycles_total") >= sleeps as f64);
     assert_eq!(m("ffd_learn_queue_depth"), 0.0);
     assert_eq!(
         m("ffd_http_requests_total{route=\"/learn\",status=\"202\"}"),

@@ -75,6 +75,13 @@ pub struct TrainConfig {
         arg(long, value_enum, default_value_t = TrainConfig::default().sleep_method)
     )]
     pub sleep_method: SleepMethod,
+    /// Learning rate of the wake's fast weights under the `consolidate` sleep, as a multiple
+    /// of the rate: they serve only the predictions made while awake (every update that lasts
+    /// is made in the sleep). 0: the wake makes no update; it classifies with the slow weights,
+    /// as the last sleep left them, and stores its samples for the sleep (docs/algorithm.md
+    /// §6.2).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().wake_lr_scale))]
+    pub wake_lr_scale: f32,
     /// Sleep after this many wake samples (sleep schedule).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().sleep_every_samples))]
     pub sleep_every_samples: usize,
@@ -114,6 +121,7 @@ impl Default for TrainConfig {
             // Measured best on MNIST.
             sleep_every_samples: 16,
             sleep_method: SleepMethod::Negatives,
+            wake_lr_scale: 1.0,
             // Off, so offline training stays deterministic; `ffd serve` sets 5.
             sleep_every_seconds: 0.0,
             replay_capacity: 1024,
@@ -146,6 +154,9 @@ impl TrainConfig {
         }
         if self.sleep_every_samples == 0 {
             return bad("sleep_every_samples", "must be > 0");
+        }
+        if !(self.wake_lr_scale.is_finite() && self.wake_lr_scale >= 0.0) {
+            return bad("wake_lr_scale", "must be a finite number >= 0");
         }
         if !(self.sleep_every_seconds.is_finite() && self.sleep_every_seconds >= 0.0) {
             return bad("sleep_every_seconds", "must be a finite number >= 0");

@@ -431,7 +431,11 @@ impl Trainer {
         } else {
             Step::Wake
         };
-        let slots = self.prepare(features, label, step, predict);
+        let mut slots = self.prepare(features, label, step, predict);
+        if self.slow.is_some() && self.config.wake_lr_scale == 0.0 {
+            // A consolidate wake without fast weights: classify and store, learn in the sleep.
+            slots.positive = None;
+        }
         // The head's step is checked first and applied only if the layers' update is too, so
         // a refused sample changes nothing anywhere.
         let mut head_step = None;
@@ -496,6 +500,7 @@ mod tests {
     use crate::ff::goodness::Polarity;
     use crate::ff::layer::{Layer, Term};
     use crate::ff::optimiser::OptimiserConfig;
+    use crate::ff::Classifier;
     use rand::rngs::StdRng;
 
     fn toy(config: TrainConfig, seed: u64) -> Trainer {
@@ -977,6 +982,75 @@ mod tests {
         assert_eq!(resumed.state(), whole.state());
         feed(&mut older, 9..20);
         assert_ne!(older.model.layers, whole.model.layers);
+    }
+
+    /// With `wake_lr_scale = 0` a `consolidate` wake changes no weight: every prediction made
+    /// awake is the last sleep's model's, and each sleep still lands on the interleaved
+    /// trainer's weights. A scale between 0 and 1 moves the fast weights by that share of a
+    /// full-rate wake's first step.
+    #[test]
+    fn a_wake_without_fast_weights_predicts_with_the_slow_weights() {
+        let config = TrainConfig {
+            schedule: ScheduleMode::Sleep,
+            sleep_method: SleepMethod::Consolidate,
+            sleep_every_samples: 5,
+            replay_capacity: 5,
+            wake_lr_scale: 0.0,
+            ..Default::default()
+        };
+        let mut slept = toy(config.clone(), 9);
+        let mut interleaved = toy(
+            TrainConfig {
+                schedule: ScheduleMode::Interleaved,
+                ..config.clone()
+            },
+            9,
+        );
+        for i in 0..15 {
+            let (x, y) = sample(i);
+            slept.settle();
+            let frozen = slept.model.clone();
+            let outcome = slept.learn(&x, y, true).expect("valid sample");
+            let expected = frozen
+                .classify(&x, Classifier::Goodness)
+                .expect("valid sample")
+                .label;
+            assert_eq!(outcome.predicted, Some(expected), "sample {i}");
+            interleaved.learn(&x, y, false).expect("valid sample");
+            slept.settle();
+            if outcome.sleep_due {
+                slept.sleep();
+                slept.settle();
+                interleaved.settle();
+                assert_eq!(slept.model.layers, interleaved.model.layers, "after {i}");
+            } else {
+                assert_eq!(slept.model.layers, frozen.layers, "the wake is frozen");
+            }
+        }
+        // A fraction of the rate: the first wake step moves the weights by that fraction.
+        let step = |scale: f32| {
+            let mut t = toy(
+                TrainConfig {
+                    wake_lr_scale: scale,
+                    ..config.clone()
+                },
+                9,
+            );
+            let (x, y) = sample(0);
+            t.settle();
+            let before = t.model.layers[1].weight.clone();
+            t.learn(&x, y, false).expect("valid sample");
+            t.settle();
+            &t.model.layers[1].weight - &before
+        };
+        let (full, quarter) = (step(1.0), step(0.25));
+        for (f, q) in full.iter().zip(&quarter) {
+            assert!((0.25 * f - q).abs() <= 1e-6 * (1.0 + f.abs()), "{f} {q}");
+        }
+        assert!(
+            full.iter().any(|f| f.abs() > 1e-6),
+            "the full-rate wake learns"
+        );
     }
 
     /// A `consolidate` wake longer than the replay buffer would drop samples nobody learns:

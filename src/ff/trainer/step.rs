@@ -208,7 +208,11 @@ impl Trainer {
     /// `head_ok` is false or the guard finds the update could make a parameter non-finite.
     pub(super) fn stage(&mut self, slots: &Slots, head_ok: bool) -> bool {
         debug_assert!(self.pending.is_none());
-        let lr = self.lr_after(self.samples);
+        let mut lr = self.lr_after(self.samples);
+        if self.slow.is_some() && slots.negative.is_none() {
+            // A consolidate wake: the update goes to the fast weights.
+            lr *= self.config.wake_lr_scale;
+        }
         for (backup, state) in self.mean_backup.iter_mut().zip(&self.states) {
             backup.copy_from_slice(&state.mean_activity);
         }
