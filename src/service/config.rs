@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::ff::{
-    AverageConfig, DriftConfig, FfError, NetworkConfig, OptimiserConfig, ScheduleMode, SleepMethod,
-    TrainConfig,
+    AverageConfig, DriftConfig, FfError, NetworkConfig, OptimiserConfig, ScheduleMode, TrainConfig,
 };
 
 /// The embedded default configuration; [`Config::default`] equals it (a test checks).
@@ -220,10 +219,6 @@ impl Default for Config {
     /// place where the service and `ffd train` differ by default:
     /// - `train.schedule = sleep` (`ffd train`: interleaved): wake/sleep is the point of a
     ///   streaming learner;
-    /// - `train.sleep_method = consolidate` every `sleep_every_samples = 1000` wake samples,
-    ///   with `wake_lr_scale = 0` (`ffd train`: negatives every 16, fast weights at the full
-    ///   rate): a long sleep that learns what interleaving learns, with predictions from the
-    ///   slow weights (BENCHMARKS.md §1, "Long sleeps in the service");
     /// - `train.sleep_every_seconds = 5` (`ffd train`: 0): a slow stream still sleeps;
     /// - `average.average_decay = 0.98` (`ffd train`: 0, off): per-sample SGD at a constant rate
     ///   leaves the live weights noisy and the average classifies better (one MNIST epoch:
@@ -244,9 +239,6 @@ impl Default for Config {
             network: NetworkConfig::default(),
             train: TrainConfig {
                 schedule: ScheduleMode::Sleep,
-                sleep_method: SleepMethod::Consolidate,
-                sleep_every_samples: 1_000,
-                wake_lr_scale: 0.0,
                 sleep_every_seconds: 5.0,
                 optimiser: OptimiserConfig {
                     lr: 1e-4,
