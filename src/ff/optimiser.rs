@@ -210,6 +210,27 @@ pub struct LayerState {
 }
 
 impl LayerState {
+    /// Checks that `saved` has this state's buffers, size for size: a state restored from a
+    /// file must fit the optimiser it continues under (e.g. no momentum buffers without
+    /// momentum).
+    pub(crate) fn check_fits(&self, saved: &LayerState) -> Result<(), FfError> {
+        FfError::check_len(
+            "momentum buffer (weights)",
+            self.velocity_weight.len(),
+            saved.velocity_weight.len(),
+        )?;
+        FfError::check_len(
+            "momentum buffer (biases)",
+            self.velocity_bias.len(),
+            saved.velocity_bias.len(),
+        )?;
+        FfError::check_len(
+            "mean activities",
+            self.mean_activity.len(),
+            saved.mean_activity.len(),
+        )
+    }
+
     /// Fresh state for a layer of shape `[out, in]`.
     pub fn new(out: usize, inp: usize, config: &OptimiserConfig) -> Self {
         let with_momentum = config.momentum > 0.0;

@@ -250,21 +250,7 @@ impl Trainer {
         let mut trainer = Trainer::new(model, config, 0)?;
         FfError::check_len("optimiser layers", trainer.states.len(), layers.len())?;
         for (fresh, saved) in trainer.states.iter().zip(&layers) {
-            FfError::check_len(
-                "momentum buffer (weights)",
-                fresh.velocity_weight.len(),
-                saved.velocity_weight.len(),
-            )?;
-            FfError::check_len(
-                "momentum buffer (biases)",
-                fresh.velocity_bias.len(),
-                saved.velocity_bias.len(),
-            )?;
-            FfError::check_len(
-                "mean activities",
-                fresh.mean_activity.len(),
-                saved.mean_activity.len(),
-            )?;
+            fresh.check_fits(saved)?;
         }
         trainer.states = layers;
         let dim = trainer.model.config.inputs;

@@ -56,21 +56,7 @@ impl SlowWeights {
             FfError::check_len("slow layer rows", l.weight.nrows(), s.weight.nrows())?;
         }
         for (l, s) in states.iter().zip(&saved.layers) {
-            FfError::check_len(
-                "slow momentum buffer (weights)",
-                l.velocity_weight.len(),
-                s.velocity_weight.len(),
-            )?;
-            FfError::check_len(
-                "slow momentum buffer (biases)",
-                l.velocity_bias.len(),
-                s.velocity_bias.len(),
-            )?;
-            FfError::check_len(
-                "slow mean activities",
-                l.mean_activity.len(),
-                s.mean_activity.len(),
-            )?;
+            l.check_fits(s)?;
         }
         Ok(Self {
             layers: saved.model.layers,
