@@ -181,6 +181,9 @@ impl NetworkConfig {
     }
 }
 
+/// One FF layer's parameters: its `[out, in]` weight and `[out]` bias.
+pub type LayerParams = (Array2<f32>, Array1<f32>);
+
 /// A trained or training FF network: layers, the softmax head, and the temperature its
 /// probabilities are computed with. Immutable to readers; only the `Trainer` mutates it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,6 +217,17 @@ impl Model {
             head,
             calibration: Calibration::default(),
         })
+    }
+
+    /// This model with its FF layers' parameters replaced (`[out, in]` weights and `[out]`
+    /// biases, checked like [`Model::from_parts`]); the head and the calibration are kept. A
+    /// checkpoint stores the consolidate sleep's slow weights as layers only: they share the
+    /// live model's head.
+    pub fn with_layer_params(&self, params: Vec<LayerParams>) -> Result<Self, FfError> {
+        let head = (self.head.weight.clone(), self.head.bias.clone());
+        let mut model = Model::from_parts(self.config.clone(), params, head)?;
+        model.calibration = self.calibration;
+        Ok(model)
     }
 
     /// Assembles a model from parameters (e.g. read from a file), checking every shape.

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use ndarray::Array1;
 use safetensors::{Dtype, SafeTensors};
 
+use crate::ff::model::LayerParams;
 use crate::ff::optimiser::{Boost, LayerState};
 use crate::ff::{Model, NetworkConfig, RngPosition, SlowState, TemperatureFit, TrainerState};
 use crate::store::model_file::{
@@ -210,7 +211,7 @@ pub fn to_bytes(c: &Checkpoint) -> Vec<u8> {
     }
     optimiser_tensors(&mut tensors, "", &t.layers);
     if let Some(slow) = &t.slow {
-        model_tensors(&mut tensors, "slow.", &slow.model);
+        layer_tensors(&mut tensors, "slow.", &slow.model);
         optimiser_tensors(&mut tensors, "slow.", &slow.layers);
     }
     if !t.replay_labels.is_empty() {
@@ -402,10 +403,10 @@ pub fn from_bytes(
     // Only written under the `consolidate` sleep; absent, a resume takes the live weights as
     // the slow weights.
     let slow = if tensors.names().iter().any(|n| n.starts_with("slow.")) {
-        // The slow model is a container for the slow layers; its calibration is the live one.
-        let mut slow_model = read_model(&tensors, "slow.", network, path)?;
-        slow_model
-            .set_calibration(model.calibration())
+        // Only the layers are stored: the slow model's head and calibration are the live one's.
+        let params = read_layer_params(&tensors, "slow.", network, path)?;
+        let slow_model = model
+            .with_layer_params(params)
             .map_err(|source| StoreError::Model {
                 path: path.to_path_buf(),
                 source,
@@ -495,20 +496,27 @@ fn bad(path: &Path, reason: String) -> StoreError {
 }
 
 fn model_tensors(out: &mut BTreeMap<String, RawTensor>, prefix: &str, model: &Model) {
-    for (i, layer) in model.layers().iter().enumerate() {
-        let w = layer.weight();
-        out.insert(format!("{prefix}layers.{i}.weight"), RawTensor::matrix(w));
-        out.insert(
-            format!("{prefix}layers.{i}.bias"),
-            RawTensor::vector(layer.bias()),
-        );
-    }
+    layer_tensors(out, prefix, model);
     let h = model.head();
     out.insert(
         format!("{prefix}head.weight"),
         RawTensor::matrix(h.weight()),
     );
     out.insert(format!("{prefix}head.bias"), RawTensor::vector(h.bias()));
+}
+
+/// The FF layers' weights and biases alone, under `{prefix}layers.{i}.`.
+fn layer_tensors(out: &mut BTreeMap<String, RawTensor>, prefix: &str, model: &Model) {
+    for (i, layer) in model.layers().iter().enumerate() {
+        out.insert(
+            format!("{prefix}layers.{i}.weight"),
+            RawTensor::matrix(layer.weight()),
+        );
+        out.insert(
+            format!("{prefix}layers.{i}.bias"),
+            RawTensor::vector(layer.bias()),
+        );
+    }
 }
 
 /// Every layer's optimiser state under `{prefix}optimiser.layers.{i}.`; the momentum buffers
@@ -576,6 +584,24 @@ fn read_model(
     network: &NetworkConfig,
     path: &Path,
 ) -> Result<Model, StoreError> {
+    let params = read_layer_params(tensors, prefix, network, path)?;
+    let (c, hi) = (network.classes, network.head_inputs());
+    let hw = read_f32(tensors, &format!("{prefix}head.weight"), &[c, hi], path)?;
+    let hb = read_f32(tensors, &format!("{prefix}head.bias"), &[c], path)?;
+    let head = (matrix(hw, c, hi, path)?, Array1::from_vec(hb));
+    Model::from_parts(network.clone(), params, head).map_err(|source| StoreError::Model {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// What [`layer_tensors`] wrote under `prefix`, shapes checked against `network`.
+fn read_layer_params(
+    tensors: &SafeTensors<'_>,
+    prefix: &str,
+    network: &NetworkConfig,
+    path: &Path,
+) -> Result<Vec<LayerParams>, StoreError> {
     let widths = network.widths();
     let mut params = Vec::with_capacity(network.hidden.len());
     for (i, w) in widths.windows(2).enumerate() {
@@ -588,14 +614,7 @@ fn read_model(
         let bias = read_f32(tensors, &format!("{prefix}layers.{i}.bias"), &[w[1]], path)?;
         params.push((matrix(weight, w[1], w[0], path)?, Array1::from_vec(bias)));
     }
-    let (c, hi) = (network.classes, network.head_inputs());
-    let hw = read_f32(tensors, &format!("{prefix}head.weight"), &[c, hi], path)?;
-    let hb = read_f32(tensors, &format!("{prefix}head.bias"), &[c], path)?;
-    let head = (matrix(hw, c, hi, path)?, Array1::from_vec(hb));
-    Model::from_parts(network.clone(), params, head).map_err(|source| StoreError::Model {
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(params)
 }
 
 /// CRC-32 over every tensor (name, dtype, shape, bytes) in name order, then every metadata
