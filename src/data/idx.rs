@@ -180,6 +180,9 @@ pub struct Dataset {
     pub labels: Vec<u8>,
     /// Features per sample: rows * cols (784 for MNIST).
     pub dim: usize,
+    /// `(rows, cols)` of each image, `rows * cols == dim`: what a geometric augmentation
+    /// (`data::augment`) needs to know.
+    pub shape: (usize, usize),
     /// Number of classes (10 for MNIST).
     pub classes: usize,
 }
@@ -305,6 +308,7 @@ pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<Dataset, IdxError> 
         features,
         labels: idx_labels,
         dim: idx_images.rows * idx_images.cols,
+        shape: (idx_images.rows, idx_images.cols),
         classes: MNIST_CLASSES,
     })
 }

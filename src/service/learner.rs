@@ -603,7 +603,8 @@ impl Learner {
                 }
             }
         }
-        if outcome.sleep_due {
+        // Asked again rather than read from `outcome`: a drift above may have slept already.
+        if self.trainer.sleep_due() {
             self.sleep();
         }
         if self.unpublished >= self.settings.snapshot_every_samples {
@@ -611,15 +612,20 @@ impl Learner {
         }
     }
 
-    /// Drift was detected at sample `seq`: count and record it, restart the learning rate with
-    /// the drift's boost (`drift_lr_boost`: the live weights relearn faster) and restart the
-    /// weight average from the live weights, so `/classify` stops serving what was averaged over the old data (the live
-    /// weights are already adapting: they learned every sample since the change).
+    /// Drift was detected at sample `seq`: count and record it, sleep now (under the sleep
+    /// schedule: the samples since the change that wait in the wake are learned at once rather
+    /// than at the end of a long wake), restart the learning rate with the drift's boost
+    /// (`drift_lr_boost`: the live weights relearn faster; the sleep ramp restarts with it, so
+    /// the next wakes are short) and restart the weight average from the live weights, so
+    /// `/classify` stops serving what was averaged over the old data.
     fn drifted(&mut self, seq: u64) {
         self.metrics.drift_detected.inc();
         let learned = self.progress.samples_learned() + self.chunk.learned;
         self.progress.drift.record(seq, learned);
-        tracing::warn!(seq, "drift detected on the prequential errors; the learning rate and the weight average restart");
+        tracing::warn!(seq, "drift detected on the prequential errors; the learner sleeps, and the learning rate and the weight average restart");
+        if self.trainer.wake_samples_since_sleep() > 0 {
+            self.sleep();
+        }
         self.trainer
             .restart_boost_with(self.settings.drift.lr_boost());
         if self.average.is_some() {

@@ -263,6 +263,12 @@ async fn updates_that_would_overflow_are_refused_and_the_model_keeps_serving() {
     let mut config = small_config();
     config.train.optimiser.lr = 1e37;
     config.average.average_decay = 0.0;
+    // A schedule whose wake updates the weights, so each sample's own update is the one
+    // refused (the service's default wake only stores samples; its sleep is guarded alike).
+    config.train.sleep_method = ffd::ff::SleepMethod::Negatives;
+    config.train.sleep_every_samples = 16;
+    config.train.wake_lr_scale = 1.0;
+    config.train.sleep_ramp = 0.0;
     let s = start_server(config).await;
     let features: Vec<f32> = (0..784).map(|i| (i % 7) as f32 / 7.0).collect();
     let classify = json!({ "features": features });

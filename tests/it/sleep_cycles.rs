@@ -13,6 +13,7 @@ async fn sleeps_every_n_samples_and_on_request() {
     let mut config = small_config();
     config.train.sleep_every_samples = 8;
     config.train.sleep_every_seconds = 0.0;
+    config.train.sleep_ramp = 0.0;
     let s = start_server(config).await;
 
     let r = s.post("/learn", &batch_json(&data.train, 0..40)).await;
@@ -46,11 +47,48 @@ async fn sleeps_every_n_samples_and_on_request() {
     s.shutdown().await.expect("clean shutdown");
 }
 
+/// The default ramp (`sleep_ramp = 0.05`): a wake lasts at most a twentieth of the samples
+/// learned so far, at least one. A young stream sleeps after every sample (39 sleeps in its
+/// first 40 samples: the 40th wake is 2 samples long) and its wakes lengthen from there (400
+/// samples: 89 sleeps, the last 19 samples long, and a wake of 2 under way); every wake sample
+/// is replayed once, at the sleep that ends its wake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_young_stream_sleeps_often_and_its_wakes_lengthen() {
+    let data = support::mnist_small();
+    let mut config = small_config();
+    config.train.sleep_every_seconds = 0.0;
+    assert_eq!(config.train.sleep_ramp, 0.05, "the service's default");
+    let s = start_server(config).await;
+
+    let r = s.post("/learn", &batch_json(&data.train, 0..40)).await;
+    assert_eq!(r.status(), 202);
+    let model = s.wait_learned(40).await;
+    assert_eq!(model["sleep_cycles"], 39);
+    let scrape = s.metrics().await;
+    assert_eq!(
+        metric(&scrape, "ffd_samples_learned_total{phase=\"sleep\"}"),
+        Some(39.0)
+    );
+
+    let r = s.post("/learn", &batch_json(&data.train, 40..400)).await;
+    assert_eq!(r.status(), 202);
+    let model = s.wait_learned(400).await;
+    assert_eq!(model["sleep_cycles"], 89);
+    let scrape = s.metrics().await;
+    assert_eq!(
+        metric(&scrape, "ffd_samples_learned_total{phase=\"sleep\"}"),
+        Some(398.0),
+        "the last two samples wait in the wake"
+    );
+    s.shutdown().await.expect("clean shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sleeps_after_sleep_every_seconds_with_pending_wake_samples() {
     let data = support::mnist_small();
     let mut config = small_config();
     config.train.sleep_every_samples = 1_000;
+    config.train.sleep_ramp = 0.0;
     config.train.sleep_every_seconds = 0.2;
     let s = start_server(config).await;
 

@@ -74,6 +74,7 @@ mod tests {
             features,
             labels: (0..8).collect(),
             dim: 32,
+            shape: (4, 8),
             classes: 10,
         }
     }

@@ -85,6 +85,13 @@ pub struct TrainConfig {
     /// Sleep after this many wake samples (sleep schedule).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().sleep_every_samples))]
     pub sleep_every_samples: usize,
+    /// Sleep sooner while the stream is young (sleep schedule): a wake lasts at most this
+    /// fraction of the samples learned since the start or the last detected drift (at least
+    /// one sample), up to `sleep_every_samples`. A young or just-changed model then learns each
+    /// sample soon after it arrives, a settled one sleeps the long sleep (docs/algorithm.md
+    /// §6.3). 0: every wake lasts `sleep_every_samples`.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().sleep_ramp))]
+    pub sleep_ramp: f64,
     /// Or after this many seconds with at least one wake sample, whichever comes first (sleep
     /// schedule; 0: never by time). The engine reads no clock: the caller that owns one asks
     /// for the sleep (`Trainer::sleep`).
@@ -120,6 +127,7 @@ impl Default for TrainConfig {
             schedule: ScheduleMode::Interleaved,
             // Measured best on MNIST.
             sleep_every_samples: 16,
+            sleep_ramp: 0.0,
             sleep_method: SleepMethod::Negatives,
             wake_lr_scale: 1.0,
             // Off, so offline training stays deterministic; `ffd serve` sets 5.
@@ -154,6 +162,9 @@ impl TrainConfig {
         }
         if self.sleep_every_samples == 0 {
             return bad("sleep_every_samples", "must be > 0");
+        }
+        if !(self.sleep_ramp.is_finite() && (0.0..=1.0).contains(&self.sleep_ramp)) {
+            return bad("sleep_ramp", "must be a number in [0, 1]");
         }
         if !(self.wake_lr_scale.is_finite() && self.wake_lr_scale >= 0.0) {
             return bad("wake_lr_scale", "must be a finite number >= 0");

@@ -65,7 +65,8 @@ pub struct Trainer {
     replayed: Vec<f32>,
     /// Positive samples learned so far (drives the learning-rate schedule).
     samples: u64,
-    /// `samples` when the learning-rate boost last restarted ([`Trainer::restart_boost`]).
+    /// `samples` when the learning-rate boost last restarted ([`Trainer::restart_boost`]); the
+    /// sleep ramp (`sleep_ramp`) restarts from here too.
     boost_from: u64,
     /// The boost restarted then, when it is not the configuration's start boost (a drift's,
     /// [`Trainer::restart_boost_with`]).
@@ -127,7 +128,7 @@ impl Trainer {
             cur: 0,
             pending: None,
             replay: ReplayBuffer::new(ncfg.inputs, replay_capacity),
-            scheduler: SleepScheduler::new(config.sleep_every_samples),
+            scheduler: SleepScheduler::new(config.sleep_every_samples, config.sleep_ramp),
             mask: HybridMask::for_inputs(ncfg.inputs),
             hybrid: vec![0.0; ncfg.inputs],
             mask_buf: vec![0.0; ncfg.inputs],
@@ -358,6 +359,7 @@ impl Trainer {
 
     /// Restarts the learning rate with `boost` from now, e.g. when the data has changed and
     /// the model must relearn quickly; it fades as `boost` says, and is part of the state.
+    /// The sleep ramp (`sleep_ramp`) restarts with it: the next wakes are short again.
     pub fn restart_boost_with(&mut self, boost: Boost) {
         self.boost_from = self.samples;
         self.boost = Some(boost);
@@ -370,7 +372,10 @@ impl Trainer {
 
     /// Whether a sleep phase is due (sleep schedule only).
     pub fn sleep_due(&self) -> bool {
-        self.config.schedule == ScheduleMode::Sleep && self.scheduler.due()
+        self.config.schedule == ScheduleMode::Sleep
+            && self
+                .scheduler
+                .due(self.samples.saturating_sub(self.boost_from))
     }
 
     /// Wake samples since the last sleep.
@@ -858,6 +863,53 @@ mod tests {
         let stats = t.take_stats();
         assert_eq!(stats.layers[0].positive_count, 12);
         assert_eq!(stats.layers[0].negative_count, 12);
+    }
+
+    /// With `sleep_ramp`, the first wakes are one sample long and lengthen with the stream up
+    /// to `sleep_every_samples`; a restart (what a detected drift does) makes them short again,
+    /// and a trainer resumed from a state keeps the same wakes.
+    #[test]
+    fn the_sleep_ramp_lengthens_wakes_and_a_restart_shortens_them() {
+        let config = TrainConfig {
+            schedule: ScheduleMode::Sleep,
+            sleep_method: SleepMethod::Consolidate,
+            wake_lr_scale: 0.0,
+            sleep_every_samples: 8,
+            replay_capacity: 8,
+            sleep_ramp: 0.25,
+            ..Default::default()
+        };
+        let mut t = toy(config.clone(), 2);
+        let wakes = |t: &mut Trainer, n: usize, from: usize| {
+            let mut lengths = Vec::new();
+            for i in from..from + n {
+                let (x, y) = sample(i);
+                if t.learn(&x, y, true).expect("valid sample").sleep_due {
+                    lengths.push(t.wake_samples_since_sleep());
+                    t.sleep();
+                }
+            }
+            lengths
+        };
+        // ⌊n/4⌋ with n the samples learned so far, at least 1, at most 8.
+        let first = wakes(&mut t, 40, 0);
+        assert_eq!(first, [1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4, 5, 7, 8]);
+        assert_eq!(t.wake_samples_since_sleep(), 2, "a wake under way");
+        t.settle();
+        let mut resumed = Trainer::from_state(t.state(), config).expect("resumes");
+        t.restart_boost_with(Boost {
+            factor: 2.0,
+            samples: 10,
+        });
+        resumed.restart_boost_with(Boost {
+            factor: 2.0,
+            samples: 10,
+        });
+        // The wake under way ends at the first sample after the restart.
+        let after = wakes(&mut t, 24, 40);
+        assert_eq!(after, [3, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4, 5]);
+        assert_eq!(wakes(&mut resumed, 24, 40), after);
+        assert_eq!(resumed.model, t.model);
     }
 
     /// `consolidate` keeps the wake's positive updates only until the next sleep, which replays
