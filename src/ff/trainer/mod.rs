@@ -351,7 +351,7 @@ impl Trainer {
     }
 
     /// Restarts the learning-rate boost of the configuration (`lr_boost`) from now, as at the
-    /// start of the stream. Nothing changes when that boost is off.
+    /// start of the stream, and the sleep ramp with it. Nothing changes when both are off.
     pub fn restart_boost(&mut self) {
         self.boost_from = self.samples;
         self.boost = None;
