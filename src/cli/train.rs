@@ -209,11 +209,11 @@ fn train(args: &TrainArgs) -> anyhow::Result<(Model, serde_json::Value)> {
                 batch_features.clear();
                 batch_labels.clear();
                 for &idx in batch {
-                    let (mut x, y) = train.sample(idx);
-                    if let Some(shift) = &shift {
-                        shift.apply(x, &mut shift_rng, &mut shifted);
-                        x = &shifted;
-                    }
+                    let (x, y) = train.sample(idx);
+                    let x = match &shift {
+                        Some(shift) => shift.apply(x, &mut shift_rng, &mut shifted),
+                        None => x,
+                    };
                     if let Some(average) = average.as_mut() {
                         average.calibrate(x, y, classifier);
                     }
@@ -223,11 +223,11 @@ fn train(args: &TrainArgs) -> anyhow::Result<(Model, serde_json::Value)> {
                 many = trainer.learn_batch(&batch_features, &batch_labels, args.prequential)?;
                 &many
             } else {
-                let (mut x, y) = train.sample(batch[0]);
-                if let Some(shift) = &shift {
-                    shift.apply(x, &mut shift_rng, &mut shifted);
-                    x = &shifted;
-                }
+                let (x, y) = train.sample(batch[0]);
+                let x = match &shift {
+                    Some(shift) => shift.apply(x, &mut shift_rng, &mut shifted),
+                    None => x,
+                };
                 if let Some(average) = average.as_mut() {
                     average.calibrate(x, y, classifier);
                 }

@@ -42,12 +42,14 @@ impl Shift {
         Ok(Self { max, rows, cols })
     }
 
-    /// Writes `image` translated by a random offset into `out` (both `rows · cols` long).
-    pub fn apply(&self, image: &[f32], rng: &mut impl Rng, out: &mut Vec<f32>) {
+    /// Writes `image` translated by a random offset into `out` (both `rows · cols` long) and
+    /// returns it.
+    pub fn apply<'a>(&self, image: &[f32], rng: &mut impl Rng, out: &'a mut Vec<f32>) -> &'a [f32] {
         let max = self.max as isize;
         let dy = rng.gen_range(-max..=max);
         let dx = rng.gen_range(-max..=max);
         translate(image, (self.rows, self.cols), (dy, dx), out);
+        out
     }
 }
 
@@ -132,9 +134,9 @@ mod tests {
         let shift = Shift::new(2, (rows, cols)).unwrap();
         let mut rng = StdRng::seed_from_u64(7);
         let mut seen = std::collections::BTreeSet::new();
-        let mut out = Vec::new();
+        let mut buf = Vec::new();
         for _ in 0..2000 {
-            shift.apply(&image, &mut rng, &mut out);
+            let out = shift.apply(&image, &mut rng, &mut buf);
             let at = out.iter().position(|&v| v == 1.0).unwrap();
             let (dy, dx) = (at as isize / 6 - 3, at as isize % 6 - 3);
             assert!(dy.abs() <= 2 && dx.abs() <= 2, "offset ({dy}, {dx})");
