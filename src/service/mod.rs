@@ -496,14 +496,21 @@ fn check_closed_routes(config: &Config, access: &AccessTokens) -> Result<(), Con
     Ok(())
 }
 
-/// The model to start from: the model file's when one is configured (its network then
-/// replaces `config.network`, so everything sized from the config fits the file), else a
-/// fresh one seeded by `config.seed`.
+/// The model to start from: the model file's when one is configured, else a fresh one seeded
+/// by `config.seed`. A file's network replaces `config.network`, so everything sized from the
+/// config fits the file; and when the file records how it was trained, its read-out
+/// (`train.classifier`, `train.train_head`) replaces the configured one: a file trained by
+/// goodness carries an untrained softmax head, which the service's default read-out would
+/// otherwise serve.
 fn load_model(config: &mut Config) -> Result<Model, ServiceError> {
     match config.model_file.clone() {
         Some(path) => {
             let loaded = model_file::load_model(&path)?;
             config.network = loaded.model.config().clone();
+            if let Some(train) = &loaded.train {
+                config.train.classifier = train.classifier;
+                config.train.train_head = train.train_head;
+            }
             config.validate()?;
             Ok(loaded.model)
         }

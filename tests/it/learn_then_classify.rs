@@ -6,7 +6,7 @@
 use crate::support;
 
 use crate::support::{batch_json, metric, small_config, start_server};
-use ffd::ff::{Classifier, Model, Trainer};
+use ffd::ff::{Model, Trainer};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
@@ -44,10 +44,14 @@ async fn learning_over_http_beats_chance_and_moves_the_metrics() {
     config.train.sleep_every_seconds = 0.0;
     // Serve the live weights: this test compares them bit for bit with the engine's.
     config.average.average_decay = 0.0;
+    // The learner splits each sample over two threads; the engine here uses one, and the
+    // weights still agree bit for bit.
+    config.learner.threads = 2;
     let (reference, hits) = in_process(&config, &data.train);
     let window = config.learner.prequential_window;
     let sleeps = (TRAIN / config.train.sleep_every_samples) as u64;
     assert!(sleeps > 0, "the run sleeps by count at least once");
+    let classifier = config.train.classifier;
     let server = start_server(config).await;
     let before = server.model().await;
     assert_eq!(before["model_version"], 0);
@@ -81,9 +85,10 @@ async fn learning_over_http_beats_chance_and_moves_the_metrics() {
         .filter(|(i, r)| r["label"] == data.test.sample(*i).1)
         .count();
     let accuracy = correct as f64 / TEST as f64;
-    // Measured 0.47 (the engine alone reaches the same on this stream).
+    // Measured 0.76 with the default softmax head (0.47 by goodness); the engine alone reaches
+    // the same on this stream.
     assert!(
-        accuracy >= 0.3,
+        accuracy >= 0.6,
         "test accuracy {accuracy} after {TRAIN} samples"
     );
     // The batch is classified in one batched call: the engine's `classify_batch` on the same
@@ -93,7 +98,7 @@ async fn learning_over_http_beats_chance_and_moves_the_metrics() {
         .flat_map(|i| data.test.sample(i).0.iter().copied())
         .collect();
     let batch = reference
-        .classify_batch(&features, Classifier::Goodness)
+        .classify_batch(&features, classifier)
         .expect("valid features");
     for (i, r) in results.iter().enumerate() {
         let scores: Vec<f32> = r["scores"]
@@ -108,7 +113,7 @@ async fn learning_over_http_beats_chance_and_moves_the_metrics() {
             "test sample {i}: bit-identical scores"
         );
         let alone = reference
-            .classify(data.test.sample(i).0, Classifier::Goodness)
+            .classify(data.test.sample(i).0, classifier)
             .expect("valid features");
         for (a, b) in scores.iter().zip(&alone.scores) {
             assert!(

@@ -11,7 +11,7 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use ffd::ff::{Classifier, Model, Trainer};
+use ffd::ff::{Model, Trainer};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
@@ -119,7 +119,7 @@ fn engine_answers(reference: &Model, data: &ffd::data::idx::Dataset) -> Vec<(usi
         .flat_map(|i| data.sample(i).0.iter().copied())
         .collect();
     reference
-        .classify_batch(&features, Classifier::Goodness)
+        .classify_batch(&features, support::small_config().train.classifier)
         .expect("valid features")
         .into_iter()
         .map(|s| (s.label, s.scores))

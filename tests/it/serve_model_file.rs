@@ -1,5 +1,5 @@
-//! A served model can start from a file written by `ffd train --save`: its network replaces
-//! the configured one, `/classify` answers exactly what the saved model answers, and learning
+//! A served model can start from a file written by `ffd train --save`: its network and its
+//! read-out replace the configured ones, `/classify` answers exactly what the saved model answers, and learning
 //! continues from it. `ffd serve --model FILE` over a data directory that holds a checkpoint
 //! refuses to start, naming both, until the user chooses (`--reset` or no `--model`).
 
@@ -40,6 +40,10 @@ async fn serves_a_saved_model_and_keeps_learning() {
     let info = s.model().await;
     assert_eq!(info["layer_sizes"], json!([794, 24, 20]));
     assert_eq!(info["config"]["network"]["hidden"], json!([24, 20]));
+    // The file was trained by goodness without a head: its read-out replaces the service's
+    // default softmax head, which would answer from untrained (zero) weights.
+    assert_eq!(info["config"]["train"]["classifier"], json!("goodness"));
+    assert_eq!(info["config"]["train"]["train_head"], json!(false));
     assert_eq!(info["config"]["model_file"], json!(path));
 
     for i in 0..20 {
