@@ -370,7 +370,7 @@ impl Model {
             &mut Frozen(&self.layers),
             ws,
             None,
-            group,
+            (group, Layer0::Compute),
             features,
             labels,
         );
@@ -515,15 +515,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How a forward pass gets the first layer's products with the shared input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layer0 {
+    /// Computes them (reading every first-layer row).
+    Compute,
+    /// Takes them from the workspace if an earlier pass kept them (see
+    /// [`Workspace::shared`]), else computes them. Only for the same features as that pass and
+    /// weights unchanged since: a trainer's passes over one sample after the first.
+    Reuse,
+}
+
 /// The forward pass behind [`Model::forward`], generic over where rows come from. With a
 /// `crew`, each layer's units are split into bands computed on the caller's thread and the
 /// crew's (a pass still reads every row once); the results are bit-identical to one thread's.
+/// A one-thread pass keeps the first layer's products in the workspace, and one with
+/// [`Layer0::Reuse`] adds its labels to the kept products: the same numbers, without reading
+/// the first layer's weights again.
 pub(crate) fn forward_rows(
     cfg: &NetworkConfig,
     rows: &mut impl Rows,
     ws: &mut Workspace,
     crew: Option<&Crew>,
-    group: usize,
+    (group, layer0): (usize, Layer0),
     features: &[f32],
     labels: &[LabelInput],
 ) {
@@ -570,12 +584,20 @@ pub(crate) fn forward_rows(
             *o = ((shared + lab) / rms + bias).max(0.0);
         }
     };
-    if rows_in_bands(rows, 0, (m0, k), crew, &mut ws.zt, &unit0) {
+    let reuse = layer0 == Layer0::Reuse && ws.shared_ready[group];
+    if !reuse && rows_in_bands(rows, 0, (m0, k), crew, &mut ws.zt, &unit0) {
         scatter(&ws.zt, &mut ws.h[0], first, (m0, k));
+        ws.shared_ready[group] = false;
     } else {
         for j in 0..m0 {
             let (row, bias) = rows.row(0, j);
-            let shared = kernel::dot(row, u);
+            let shared = if reuse {
+                ws.shared[group][j]
+            } else {
+                let shared = kernel::dot(row, u);
+                ws.shared[group][j] = shared;
+                shared
+            };
             for (i, label) in labels.iter().enumerate() {
                 let lab = match *label {
                     LabelInput::Class(k) => s * row[off + k],
@@ -585,6 +607,7 @@ pub(crate) fn forward_rows(
                 ws.h[0][(first + i) * m0 + j] = z.max(0.0);
             }
         }
+        ws.shared_ready[group] = true;
     }
     finish_layer(cfg, ws, 0, first, k);
 
@@ -649,6 +672,13 @@ pub struct Workspace {
     pub(crate) slot_label: Vec<LabelInput>,
     pub(crate) slot_group: Vec<usize>,
     pub(crate) slot_rms: Vec<f32>,
+    /// Per feature group, the first layer's products `W u` of its units with the shared input
+    /// (label slots zero), kept by a one-thread pass so that a later pass of the same features
+    /// through the same weights adds its label without reading the weights again.
+    pub(crate) shared: [Vec<f32>; 2],
+    /// Whether `shared[group]` holds the products for the group's current features and the
+    /// current weights; [`Workspace::clear`] forgets them.
+    pub(crate) shared_ready: [bool; 2],
     /// Post-ReLU activity per layer, `[slot, width]`.
     pub(crate) h: Vec<Vec<f32>>,
     /// RMS-normalised activity per layer, `[slot, width]` (the next layer's input).
@@ -683,6 +713,8 @@ impl Workspace {
             slot_label: vec![LabelInput::Neutral; cap],
             slot_group: vec![0; cap],
             slot_rms: vec![1.0; cap],
+            shared: std::array::from_fn(|_| vec![0.0; config.hidden.first().copied().unwrap_or(0)]),
+            shared_ready: [false; 2],
             h: per_layer(&|w| w * cap),
             h_norm: per_layer(&|w| w * cap),
             goodness: per_layer(&|_| cap),
@@ -697,9 +729,10 @@ impl Workspace {
         }
     }
 
-    /// Forgets the slots of the previous pass.
+    /// Forgets the slots of the previous pass and the first layer's kept products.
     pub(crate) fn clear(&mut self) {
         self.slots = 0;
+        self.shared_ready = [false; 2];
     }
 
     /// What layer `l`'s update reads as its input for term `term` (0 positive, 1 negative)
@@ -719,5 +752,55 @@ impl Workspace {
     pub(crate) fn activity(&self, l: usize, slot: usize) -> &[f32] {
         let m = self.h[l].len() / self.capacity;
         &self.h[l][slot * m..(slot + 1) * m]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    /// Reference: a pass computes the first layer's pre-activation of label `k` as
+    /// `(W u + s·W[:, off + k]) / r + b` from the weights. A pass that takes `W u` from an
+    /// earlier pass of the same features ([`Layer0::Reuse`]) gives every layer's activity bit
+    /// for bit, and a cleared workspace computes the products afresh.
+    #[test]
+    fn a_reused_first_layer_matches_a_fresh_pass_bit_for_bit() {
+        let config = NetworkConfig {
+            inputs: 20,
+            classes: 4,
+            hidden: vec![16, 8],
+            ..NetworkConfig::default()
+        };
+        let model = Model::new(config.clone(), &mut StdRng::seed_from_u64(7)).expect("valid");
+        let x: Vec<f32> = (0..20).map(|i| (i as f32 * 0.37).sin().abs()).collect();
+        let y: Vec<f32> = (0..20).map(|i| (i as f32 * 0.91).cos().abs()).collect();
+        let fresh = |features: &[f32]| {
+            let mut ws = Workspace::new(&config);
+            model.forward(&mut ws, 0, features, &[LabelInput::Class(2)]);
+            ws
+        };
+        let pass = |ws: &mut Workspace, layer0, features: &[f32], label| {
+            let rows = &mut Frozen(&model.layers);
+            forward_rows(&config, rows, ws, None, (0, layer0), features, &[label]);
+        };
+
+        let mut ws = Workspace::new(&config);
+        pass(&mut ws, Layer0::Compute, &x, LabelInput::Neutral);
+        assert!(ws.shared_ready[0], "a one-thread pass keeps its products");
+        pass(&mut ws, Layer0::Reuse, &x, LabelInput::Class(2));
+        let want = fresh(&x);
+        for l in 0..2 {
+            assert_eq!(ws.activity(l, 1), want.activity(l, 0), "layer {l}");
+        }
+
+        ws.clear();
+        assert!(!ws.shared_ready[0], "clear forgets the products");
+        pass(&mut ws, Layer0::Reuse, &y, LabelInput::Class(2));
+        let want = fresh(&y);
+        for l in 0..2 {
+            assert_eq!(ws.activity(l, 0), want.activity(l, 0), "layer {l}");
+        }
     }
 }

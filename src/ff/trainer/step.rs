@@ -9,7 +9,7 @@ use crate::ff::classify::{argmax, softmax_in_place, Classifier};
 use crate::ff::crew::Crew;
 use crate::ff::goodness::{Goodness, Polarity};
 use crate::ff::guard::max_abs;
-use crate::ff::model::{forward_rows, Frozen, LabelInput};
+use crate::ff::model::{forward_rows, Frozen, LabelInput, Layer0};
 use crate::ff::negatives::{self, NegativeStrategy};
 use crate::ff::schedule::SleepMethod;
 
@@ -168,7 +168,10 @@ impl Trainer {
     }
 
     /// One forward pass into the current workspace. If an update is pending, it is applied
-    /// row by row inside this pass, each row just before the pass reads it.
+    /// row by row inside this pass, each row just before the pass reads it. A step's passes
+    /// all see `x` in group 0 (or a hybrid in group 1) through the same weights (the update is
+    /// applied by the first), so a later pass reuses the first layer's products the first
+    /// kept ([`Layer0::Reuse`]; the workspace forgets them at the step's start).
     fn forward(&mut self, group: usize, x: &[f32], labels: &[LabelInput]) {
         if self.threads > 1 && self.crew.is_none() {
             self.crew = Some(Arc::new(Crew::new(self.threads - 1)));
@@ -189,14 +192,22 @@ impl Trainer {
                     ws: prev,
                     pending,
                 };
-                forward_rows(&self.model.config, &mut rows, cur, crew, group, x, labels);
+                forward_rows(
+                    &self.model.config,
+                    &mut rows,
+                    cur,
+                    crew,
+                    (group, Layer0::Reuse),
+                    x,
+                    labels,
+                );
             }
             None => forward_rows(
                 &self.model.config,
                 &mut Frozen(&self.model.layers),
                 cur,
                 crew,
-                group,
+                (group, Layer0::Reuse),
                 x,
                 labels,
             ),
