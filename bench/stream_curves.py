@@ -7,9 +7,10 @@ the prequential accuracy (overall and per window of 1,000), the test error after
 the learning rate in samples per second, and draws the windowed curves.
 
 - ffd: `ffd train --no-shuffle --prequential` on a copy of the data set written in the stream's
-  order, with the settings of `ffd serve`'s default configuration (sleep schedule, constant base
-  rate, weight average); its prequential predictions come from the live weights, the test
-  error from the weight average, as the service serves it.
+  order, with the settings of `ffd serve`'s default configuration (the long sleep with its ramp,
+  the fading rate, the softmax read-out on every layer, the weight average); its prequential
+  predictions come from the live weights, the test error from the weight average, as the
+  service serves it.
 - Vowpal Wabbit: `--oaa 10` (one-against-all, its defaults otherwise), Python bindings.
 - River: `linear_model.SoftmaxRegression()` (its defaults).
 
@@ -36,9 +37,14 @@ FFD = os.path.join(ROOT, "target", "release", "ffd")
 WINDOW = 1000
 # `ffd serve`'s default engine settings, as `ffd train` flags (`ffd serve --print-config`):
 # `ffd train`'s own defaults differ where a run with an end allows it (learning-rate decay).
+# Left out: the service's time-based sleep (`--sleep-every-seconds 5`), which depends on the
+# machine's speed; without it the run is the same every time.
 SERVICE_FLAGS = [
-    "--schedule", "sleep", "--sleep-every-samples", "16", "--lr-decay-start", "1",
-    "--average-decay", "0.98", "--average-every-samples", "100",
+    "--schedule", "sleep", "--lr", "1e-4", "--lr-boost", "3", "--lr-boost-samples", "10000",
+    "--lr-decay-start", "1", "--average-decay", "0.98", "--average-every-samples", "100",
+    "--sleep-method", "consolidate", "--sleep-every-samples", "1000", "--wake-lr-scale", "0",
+    "--sleep-ramp", "0.05", "--score-from-layer", "0", "--classifier", "softmax",
+    "--train-head", "--label-strength", "5", "--threads", "1",
 ]
 
 
