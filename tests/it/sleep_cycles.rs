@@ -60,26 +60,22 @@ async fn a_young_stream_sleeps_often_and_its_wakes_lengthen() {
     assert_eq!(config.train.sleep_ramp, 0.05, "the service's default");
     let s = start_server(config).await;
 
-    let r = s.post("/learn", &batch_json(&data.train, 0..40)).await;
-    assert_eq!(r.status(), 202);
-    let model = s.wait_learned(40).await;
-    assert_eq!(model["sleep_cycles"], 39);
-    let scrape = s.metrics().await;
-    assert_eq!(
-        metric(&scrape, "ffd_samples_learned_total{phase=\"sleep\"}"),
-        Some(39.0)
-    );
-
-    let r = s.post("/learn", &batch_json(&data.train, 40..400)).await;
-    assert_eq!(r.status(), 202);
-    let model = s.wait_learned(400).await;
-    assert_eq!(model["sleep_cycles"], 89);
-    let scrape = s.metrics().await;
-    assert_eq!(
-        metric(&scrape, "ffd_samples_learned_total{phase=\"sleep\"}"),
-        Some(398.0),
-        "the last two samples wait in the wake"
-    );
+    // (samples sent so far, sleeps, samples replayed): a sleep after each of the first 40
+    // samples but the first; by 400 the wakes are longer and the last two samples wait in
+    // the wake.
+    for (range, cycles, replayed) in [(0..40, 39, 39.0), (40..400, 89, 398.0)] {
+        let end = range.end as u64;
+        let r = s.post("/learn", &batch_json(&data.train, range)).await;
+        assert_eq!(r.status(), 202);
+        let model = s.wait_learned(end).await;
+        assert_eq!(model["sleep_cycles"], cycles, "after {end} samples");
+        let scrape = s.metrics().await;
+        assert_eq!(
+            metric(&scrape, "ffd_samples_learned_total{phase=\"sleep\"}"),
+            Some(replayed),
+            "after {end} samples"
+        );
+    }
     s.shutdown().await.expect("clean shutdown");
 }
 

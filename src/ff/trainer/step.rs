@@ -168,10 +168,11 @@ impl Trainer {
     }
 
     /// One forward pass into the current workspace. If an update is pending, it is applied
-    /// row by row inside this pass, each row just before the pass reads it. A step's passes
-    /// all see `x` in group 0 (or a hybrid in group 1) through the same weights (the update is
-    /// applied by the first), so a later pass reuses the first layer's products the first
-    /// kept ([`Layer0::Reuse`]; the workspace forgets them at the step's start).
+    /// row by row inside this pass, each row just before the pass reads it, so this pass
+    /// computes the first layer's products afresh. Every later pass of the step sees the same
+    /// `x` in group 0 (or a hybrid in group 1) through the same weights, so it reuses the
+    /// products the first kept ([`Layer0::Reuse`]; the workspace forgets them at the step's
+    /// start).
     fn forward(&mut self, group: usize, x: &[f32], labels: &[LabelInput]) {
         if self.threads > 1 && self.crew.is_none() {
             self.crew = Some(Arc::new(Crew::new(self.threads - 1)));
@@ -197,7 +198,7 @@ impl Trainer {
                     &mut rows,
                     cur,
                     crew,
-                    (group, Layer0::Reuse),
+                    (group, Layer0::Compute),
                     x,
                     labels,
                 );
