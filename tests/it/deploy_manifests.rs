@@ -907,9 +907,6 @@ async fn the_cluster_deployment_runs_nodes_on_a_nats_cluster_without_a_data_dire
     };
     let dir = tempfile::tempdir().expect("a temporary directory");
     let nats = NatsServer::cluster(&bin, dir.path());
-    for server in &nats {
-        server.wait_ready();
-    }
     let urls: Vec<String> = nats.iter().map(|s| format!("{:?}", s.url)).collect();
     let token_file = dir.path().join("learn-token");
     std::fs::write(&token_file, "cluster-test-token\n").expect("token written");

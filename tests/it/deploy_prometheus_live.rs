@@ -295,9 +295,6 @@ async fn a_real_prometheus_shows_the_cluster_row_of_a_nats_cluster() {
     };
     let dir = tempfile::tempdir().expect("a temporary directory");
     let nats = NatsServer::cluster(&nats_bin, dir.path());
-    for server in &nats {
-        server.wait_ready();
-    }
     let urls: Vec<&str> = nats.iter().map(|s| s.url.as_str()).collect();
     let mut nodes: Vec<FfdNode> = ["node-a", "node-b", "node-c"]
         .iter()

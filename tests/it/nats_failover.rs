@@ -141,9 +141,6 @@ async fn start_cluster() -> Option<Cluster> {
     let bin = nats_server()?;
     let dir = tempfile::tempdir().expect("temp dir");
     let nats = NatsServer::cluster(&bin, dir.path());
-    for s in &nats {
-        s.wait_ready();
-    }
     let urls = nats.iter().map(|s| s.url.clone()).collect();
     let mut c = Cluster {
         nats,

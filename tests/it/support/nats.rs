@@ -27,7 +27,8 @@ pub fn nats_server() -> Option<PathBuf> {
 
 /// One running `nats-server` with JetStream.
 pub struct NatsServer {
-    child: Option<Child>,
+    /// In a mutex so a `&self` wait can notice the process has exited.
+    child: Mutex<Option<Child>>,
     /// `nats://127.0.0.1:PORT`.
     pub url: String,
     monitor: u16,
@@ -49,8 +50,41 @@ impl NatsServer {
         Self::start(bin, dir, "solo", port, monitor, &config)
     }
 
-    /// Three servers in one JetStream cluster, each storing under `dir`.
+    /// Three servers in one JetStream cluster, each storing under `dir`, returned once every
+    /// one is ready (a meta leader is elected).
+    ///
+    /// Ports are picked free and released before the servers bind them, so another test may take
+    /// one in between: a server that exits at start is a lost race, and the whole cluster starts
+    /// again on new ports (up to three times). Each cluster has its own name, so a server of
+    /// another test's cluster that took a route port is refused as a route instead of joining.
     pub fn cluster(bin: &Path, dir: &Path) -> Vec<Self> {
+        for attempt in 1..=3 {
+            let servers = Self::cluster_on_free_ports(bin, &dir.join(format!("try{attempt}")));
+            if servers.iter().all(|s| s.ready_or_exited() == Ready::Yes) {
+                return servers;
+            }
+            if let Some(lost) = servers.iter().find(|s| !s.running()) {
+                eprintln!(
+                    "nats-server {} exited at start (retrying on new ports):\n{}",
+                    lost.url,
+                    lost.log_tail()
+                );
+                continue;
+            }
+            panic!(
+                "the NATS cluster never became ready:\n{}",
+                servers
+                    .iter()
+                    .map(|s| format!("===== {} =====\n{}", s.url, s.log_tail()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        panic!("three NATS clusters in a row lost a port to another program");
+    }
+
+    fn cluster_on_free_ports(bin: &Path, dir: &Path) -> Vec<Self> {
+        std::fs::create_dir_all(dir).expect("cluster directory");
         let ports: Vec<(u16, u16, u16)> = (0..3)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
@@ -58,6 +92,7 @@ impl NatsServer {
             .iter()
             .map(|(_, _, route)| format!("\"nats-route://127.0.0.1:{route}\""))
             .collect();
+        let cluster = format!("ffd-test-{}", ports[0].0);
         ports
             .iter()
             .enumerate()
@@ -67,7 +102,7 @@ impl NatsServer {
                 let config = format!(
                     "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor}\"\n\
                      jetstream {{ store_dir: {store:?} }}\n\
-                     cluster {{ name: ffd-test, listen: \"127.0.0.1:{route}\", routes: [{}] }}\n",
+                     cluster {{ name: {cluster}, listen: \"127.0.0.1:{route}\", routes: [{}] }}\n",
                     routes.join(", ")
                 );
                 Self::start(bin, dir, &name, port, monitor, &config)
@@ -79,7 +114,7 @@ impl NatsServer {
         let config_path = dir.join(format!("{name}.conf"));
         std::fs::write(&config_path, config).expect("config written");
         let mut server = Self {
-            child: None,
+            child: Mutex::new(None),
             url: format!("nats://127.0.0.1:{port}"),
             monitor,
             log: dir.join(format!("{name}.log")),
@@ -104,29 +139,53 @@ impl NatsServer {
             .stderr(log)
             .spawn()
             .expect("nats-server starts");
-        self.child = Some(child);
+        *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(child);
     }
 
     /// Waits until the server's `/healthz` says JetStream is ready (in a cluster: a meta leader
     /// is elected).
     pub fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        if self.ready_or_exited() != Ready::Yes {
+            panic!(
+                "nats-server {} never became ready:\n{}",
+                self.url,
+                self.log_tail()
+            );
+        }
+    }
+
+    /// Polls `/healthz` for up to a minute (a cluster's election is slow on a loaded machine),
+    /// stopping early if the process is gone.
+    fn ready_or_exited(&self) -> Ready {
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if http_status(self.monitor, "/healthz") == Some(200) {
-                return;
+                return Ready::Yes;
+            }
+            if !self.running() {
+                return Ready::Exited;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "nats-server {} never became ready:\n{}",
-            self.url,
-            self.logs()
-        );
+        Ready::TimedOut
+    }
+
+    /// Whether the process is still alive.
+    fn running(&self) -> bool {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGKILL.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        let child = self
+            .child
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut child) = child {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -136,6 +195,21 @@ impl NatsServer {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The last 60 lines of the log: where a failure to start or to elect shows.
+    fn log_tail(&self) -> String {
+        let logs = self.logs();
+        let lines: Vec<&str> = logs.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+/// How waiting for a server ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ready {
+    Yes,
+    Exited,
+    TimedOut,
 }
 
 impl Drop for NatsServer {
