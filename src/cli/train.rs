@@ -163,7 +163,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<(Model, serde_json::Value)> {
 
     let hidden: Vec<String> = net.hidden.iter().map(usize::to_string).collect();
     eprintln!(
-        "ffd train: {} train / {} test samples, --hidden {} --schedule {} --negatives {} --classifier {}{}",
+        "ffd train: {} train / {} test samples, --hidden {} --schedule {} --negatives {} --classifier {}{}{}",
         train.len(),
         test.len(),
         hidden.join(","),
@@ -174,6 +174,11 @@ fn train(args: &TrainArgs) -> anyhow::Result<(Model, serde_json::Value)> {
             format!(" --average-decay {}", args.average.average_decay)
         } else {
             String::new()
+        },
+        if train_cfg.layer_collaboration {
+            " --layer-collaboration"
+        } else {
+            ""
         },
     );
     let bar = ProgressBar::new(steps);
@@ -326,6 +331,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<(Model, serde_json::Value)> {
         "negatives": train_cfg.negatives,
         "augment_shift": args.augment_shift,
         "classifier": classifier,
+        "layer_collaboration": train_cfg.layer_collaboration,
         "lr": widen(train_cfg.optimiser.lr),
         "momentum": widen(train_cfg.optimiser.momentum),
         "average_decay": widen(args.average.average_decay),

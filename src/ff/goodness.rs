@@ -58,7 +58,22 @@ impl Goodness {
     /// The logit `(G − θ)/T`, the per-layer evidence summed by goodness classification.
     #[inline]
     pub fn logit(&self, g: f32) -> f32 {
-        (g - self.threshold) / self.temperature
+        self.logit_against(g, self.threshold)
+    }
+
+    /// The logit `(G − t)/T` against another threshold `t` (a positive's goodness under the
+    /// symmetric sleep).
+    #[inline]
+    pub fn logit_against(&self, g: f32, t: f32) -> f32 {
+        (g - t) / self.temperature
+    }
+
+    /// Layer collaboration: the threshold `t − T·others` at which this layer's own loss, with
+    /// the logits of the other layers (`others`, constants) added to its own, is the loss of
+    /// the summed logit `(G − t)/T + others`. The gradient still reaches this layer only.
+    #[inline]
+    pub fn collaborative_threshold(&self, t: f32, others: f32) -> f32 {
+        t - self.temperature * others
     }
 }
 
@@ -100,6 +115,40 @@ mod tests {
                 assert!((fd - g.dloss_dg(x, pol)).abs() < 1e-3, "{x} {pol:?}");
             }
         }
+    }
+
+    /// Reference: the collaborative loss of layer `l` is `softplus(∓(G_l − θ_l)/T_l ∓ c)` with
+    /// `c` the other layers' summed logits, held constant; its derivative in `G_l` is the
+    /// finite difference of that expression.
+    #[test]
+    fn the_collaborative_threshold_gives_the_loss_of_the_summed_logit() {
+        let g = Goodness {
+            threshold: 10.0,
+            temperature: 2.0,
+        };
+        for others in [-3.0f32, 0.0, 1.5] {
+            let shifted = Goodness {
+                threshold: g.collaborative_threshold(g.threshold, others),
+                ..g
+            };
+            for x in [6.0f32, 10.0, 13.0] {
+                let summed = g.logit(x) + others;
+                assert!((shifted.loss(x, Polarity::Positive) - softplus(-summed)).abs() < 1e-5);
+                assert!((shifted.loss(x, Polarity::Negative) - softplus(summed)).abs() < 1e-5);
+                for pol in [Polarity::Positive, Polarity::Negative] {
+                    let sign = if pol == Polarity::Positive { -1.0 } else { 1.0 };
+                    let reference = |x: f32| softplus(sign * (g.logit(x) + others));
+                    let h = 1e-2;
+                    let fd = (reference(x + h) - reference(x - h)) / (2.0 * h);
+                    assert!(
+                        (fd - shifted.dloss_dg(x, pol)).abs() < 1e-3,
+                        "{x} {others} {pol:?}"
+                    );
+                }
+            }
+        }
+        // No other layer: the threshold is unchanged, bit for bit.
+        assert_eq!(g.collaborative_threshold(g.threshold, 0.0), g.threshold);
     }
 
     #[test]

@@ -104,7 +104,7 @@ fn fit(v: &mut Vec<f32>, len: usize) {
 impl Trainer {
     /// Whether [`Trainer::learn_batch`] runs on matrix products: mini-batches (`batch_size >
     /// 1`) under the interleaved schedule with hard or random negatives, classified by goodness,
-    /// without the softmax head. Other configurations learn a batch sample by sample.
+    /// without the softmax head or layer collaboration. Other configurations learn a batch sample by sample.
     pub fn learns_in_batches(&self) -> bool {
         let c = &self.config;
         c.batch_size > 1
@@ -115,6 +115,7 @@ impl Trainer {
             )
             && c.classifier == Classifier::Goodness
             && !c.train_head
+            && !c.layer_collaboration
     }
 
     /// Threads learning may use (default 1): per sample, each layer's units are split into

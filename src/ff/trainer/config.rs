@@ -104,6 +104,12 @@ pub struct TrainConfig {
     /// keeps positive and negative updates balanced.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().negatives_per_sleep))]
     pub negatives_per_sleep: usize,
+    /// Layer collaboration: each layer's loss reads the summed logit `Σ_k (G_k − θ_k)/T` of
+    /// every layer for the sample instead of its own, the other layers' terms held constant, so
+    /// a layer stops pushing once the network as a whole is sure; updates stay local to their
+    /// layer (docs/algorithm.md §1.7). Off by default.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub layer_collaboration: bool,
     /// Samples of memory of the online temperature fit that calibrates the reported
     /// probabilities (docs/algorithm.md §5.1); 0 turns the fit off and the model keeps the
     /// temperature it has (1 for a new one: the raw softmax of the scores). The fit reads the
@@ -134,6 +140,7 @@ impl Default for TrainConfig {
             sleep_every_seconds: 0.0,
             replay_capacity: 1024,
             negatives_per_sleep: 0,
+            layer_collaboration: false,
             // Measured: on 20 000 MNIST samples 500 and 2000 calibrate the same (ECE 0.007);
             // on a short stream a model still improving fast is tracked better by 500.
             calibration_window: 500,

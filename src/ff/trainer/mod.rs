@@ -619,6 +619,96 @@ mod tests {
         assert_ne!(a.model.layers[1], b.model.layers[1]);
     }
 
+    /// Reference computation of layer collaboration: for the staged positive and negative,
+    /// layer `l`'s `dL/dz` is `2·s·h_l` with `s = ∓σ(∓z)/T` the derivative of
+    /// `softplus(∓z)` and `z = Σ_k (G_k − θ_k)/T` summed over every layer (peer normalisation
+    /// off, so nothing else enters `dz`).
+    #[test]
+    fn layer_collaboration_stages_the_gradient_of_the_summed_logit() {
+        let config = TrainConfig {
+            layer_collaboration: true,
+            optimiser: OptimiserConfig {
+                peer_norm: 0.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut t = toy(config, 5);
+        // A few samples first, so the layers' goodness is away from its start.
+        for i in 0..6 {
+            let (x, y) = sample(i);
+            t.learn(&x, y, false).expect("valid sample");
+        }
+        let (x, y) = sample(7);
+        let slots = t.prepare(&x, y, Step::Interleaved, false);
+        assert!(t.stage(&slots, true));
+        let ws = &t.ws[t.cur];
+        for (i, slot, sign) in [(0, slots.positive, -1.0f32), (1, slots.negative, 1.0)] {
+            let slot = slot.expect("interleaved stages both");
+            let h = |l: usize| {
+                let m = t.model.layers[l].outputs();
+                ws.h[l][slot * m..(slot + 1) * m].to_vec()
+            };
+            let z: f32 = (0..t.model.layers.len())
+                .map(|l| {
+                    let g: f32 = h(l).iter().map(|v| v * v).sum();
+                    t.model.layers[l].goodness.logit(g)
+                })
+                .sum();
+            for l in 0..t.model.layers.len() {
+                let temperature = t.model.layers[l].goodness.temperature;
+                let s = sign * crate::ff::goodness::sigmoid(sign * z) / temperature;
+                for (j, (&got, &hj)) in ws.dz[i][l].iter().zip(&h(l)).enumerate() {
+                    let want = 2.0 * s * hj;
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "term {i} layer {l} unit {j}: {got} against {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// With one hidden layer there is no other layer to collaborate with: the same weights,
+    /// bit for bit. With two it is a different rule.
+    #[test]
+    fn layer_collaboration_needs_another_layer() {
+        let one_layer = |collaborate: bool| {
+            let net = NetworkConfig {
+                inputs: 8,
+                classes: 3,
+                hidden: vec![16],
+                ..Default::default()
+            };
+            let model = Model::new(net, &mut StdRng::seed_from_u64(3)).expect("valid config");
+            let config = TrainConfig {
+                layer_collaboration: collaborate,
+                ..Default::default()
+            };
+            Trainer::new(model, config, 3).expect("valid config")
+        };
+        let two_layers = |collaborate: bool| {
+            let config = TrainConfig {
+                layer_collaboration: collaborate,
+                ..Default::default()
+            };
+            toy(config, 3)
+        };
+        for (mut off, mut on, same) in [
+            (one_layer(false), one_layer(true), true),
+            (two_layers(false), two_layers(true), false),
+        ] {
+            for i in 0..10 {
+                let (x, y) = sample(i);
+                off.learn(&x, y, false).expect("valid sample");
+                on.learn(&x, y, false).expect("valid sample");
+            }
+            off.settle();
+            on.settle();
+            assert_eq!(off.model.layers == on.model.layers, same);
+        }
+    }
+
     /// Applying each update inside the next sample's forward pass gives bit-identical weights
     /// to applying it at once (settling after every sample forces the latter).
     #[test]

@@ -9,7 +9,7 @@ use crate::ff::classify::{argmax, softmax_in_place, Classifier};
 use crate::ff::crew::Crew;
 use crate::ff::goodness::{Goodness, Polarity};
 use crate::ff::guard::max_abs;
-use crate::ff::model::{forward_rows, Frozen, LabelInput, Layer0};
+use crate::ff::model::{forward_rows, Frozen, LabelInput, Layer0, Workspace};
 use crate::ff::negatives::{self, NegativeStrategy};
 use crate::ff::schedule::SleepMethod;
 
@@ -232,6 +232,29 @@ impl Trainer {
         let opt = &self.config.optimiser;
         let ws = &mut self.ws[self.cur];
         let model = &self.model;
+        // Each threshold, and with layer collaboration the sum of every layer's logit for the
+        // positive and the negative (docs/algorithm.md §1.7).
+        let threshold = |l: usize, i: usize, ws: &Workspace| match slots.reference {
+            Some(r) if i == 1 => {
+                let m = model.layers[l].outputs();
+                Goodness::of(&ws.h[l][r * m..(r + 1) * m])
+            }
+            _ => model.layers[l].goodness.threshold,
+        };
+        let mut total = [0.0f32; 2];
+        if self.config.layer_collaboration {
+            for (i, slot) in [(0, slots.positive), (1, slots.negative)] {
+                let Some(slot) = slot else { continue };
+                total[i] = (0..model.layers.len())
+                    .map(|l| {
+                        let m = model.layers[l].outputs();
+                        let g = Goodness::of(&ws.h[l][slot * m..(slot + 1) * m]);
+                        let goodness = model.layers[l].goodness;
+                        (g - threshold(l, i, ws)) / goodness.temperature
+                    })
+                    .sum();
+            }
+        }
         for l in 0..model.layers.len() {
             let m = model.layers[l].outputs();
             let stats = &mut self.stats.layers[l];
@@ -241,14 +264,20 @@ impl Trainer {
                 (1, slots.negative, Polarity::Negative),
             ] {
                 let Some(slot) = slot else { continue };
+                let layer = &model.layers[l];
+                let against = (self.config.layer_collaboration
+                    || (slots.reference.is_some() && i == 1))
+                    .then(|| threshold(l, i, ws));
                 let h = &ws.h[l][slot * m..(slot + 1) * m];
                 let dz = &mut ws.dz[i][l];
-                let (g, loss) = match slots.reference.filter(|_| i == 1) {
-                    Some(r) => {
-                        let reference = Goodness::of(&ws.h[l][r * m..(r + 1) * m]);
-                        model.layers[l].local_gradient_against(h, polarity, reference, dz)
+                let (g, loss) = match against {
+                    Some(own) if self.config.layer_collaboration => {
+                        let others = total[i] - layer.goodness.logit_against(Goodness::of(h), own);
+                        let shifted = layer.goodness.collaborative_threshold(own, others);
+                        layer.local_gradient_against(h, polarity, shifted, dz)
                     }
-                    None => model.layers[l].local_gradient(h, polarity, dz),
+                    Some(reference) => layer.local_gradient_against(h, polarity, reference, dz),
+                    None => layer.local_gradient(h, polarity, dz),
                 };
                 stats.loss_sum += f64::from(loss);
                 match polarity {
