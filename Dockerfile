@@ -21,9 +21,14 @@ WORKDIR /src
 COPY . .
 # The cache mounts keep the registry and target/ between builds (BuildKit); target/ is not part of
 # the layer, hence the copy out in the same step. No debug info: the image only needs to run.
+# Cargo decides what is stale by modification times, and COPY keeps the context's: sources older
+# than the cached build (another checkout built first) would yield the cached, stale binary. This
+# step runs only when the context changed, so the crate's two roots are touched and the crate is
+# always rebuilt here; the dependencies stay cached.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    CARGO_PROFILE_RELEASE_DEBUG=0 cargo build --release --locked --bin ffd \
+    touch src/lib.rs src/main.rs \
+    && CARGO_PROFILE_RELEASE_DEBUG=0 cargo build --release --locked --bin ffd \
     && cp target/release/ffd /usr/local/bin/ffd
 
 FROM ${RUNTIME_IMAGE}
