@@ -249,8 +249,9 @@ impl Trainer {
                     .map(|l| {
                         let m = model.layers[l].outputs();
                         let g = Goodness::of(&ws.h[l][slot * m..(slot + 1) * m]);
-                        let goodness = model.layers[l].goodness;
-                        (g - threshold(l, i, ws)) / goodness.temperature
+                        model.layers[l]
+                            .goodness
+                            .logit_against(g, threshold(l, i, ws))
                     })
                     .sum();
             }
