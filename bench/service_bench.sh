@@ -2,7 +2,7 @@
 # Service benchmarks for `ffd serve`, all in one run on this machine (each server on a fresh data
 # directory of its own, so no run resumes an earlier one):
 #   1. nothing lost over HTTP: `ffd replay` of one epoch into a default server vs `ffd train`
-#      with the same config and schedule (constant learning rate, sleep every 16);
+#      with the same config and schedule (the service's defaults, below);
 #   2. ingest rate over HTTP (batches of 100) vs the engine's in-process rate for the same work
 #      (`ffd train --prequential`: test-then-train, like the service);
 #   3. /classify latency and rate (wrk, one sample per request) while the learner runs flat out.
@@ -42,9 +42,15 @@ start_server() {
 }
 stop_server() { kill -TERM "$server"; wait "$server" || true; server=; }
 
-# The server's defaults: sleep every 16 samples, constant learning rate, /classify served from
-# the weight average (decay 0.98 every 100 samples). `ffd train` with the same settings:
-same_as_server="--schedule sleep --sleep-every-samples 16 --lr-decay-start 1 --average-decay 0.98 --average-every-samples 100"
+# The server's defaults (config/default.toml): a consolidating sleep every 1 000 samples with the
+# ramp, the rate 1e-4 with its start boost and no end-of-run decay, the softmax read-out on every
+# layer with label strength 5, one learner thread, /classify served from the weight average
+# (decay 0.98 every 100 samples). `ffd train` with the same settings (the server also sleeps
+# every 5 s, which `ffd train` has no clock for):
+same_as_server="--schedule sleep --sleep-method consolidate --sleep-every-samples 1000 --wake-lr-scale 0 --sleep-ramp 0.05
+  --lr 1e-4 --lr-boost 3 --lr-boost-samples 10000 --lr-decay-start 1
+  --score-from-layer 0 --classifier softmax --train-head --label-strength 5 --threads 1
+  --average-decay 0.98 --average-every-samples 100"
 $ffd train --mnist "$mnist" --epochs 1 $same_as_server --prequential 2>/dev/null | tail -1 | tee "$work/train.json"
 for conc in 1 2; do
     echo "== replay one epoch over HTTP (batch 100, $conc in flight) into a default server"
