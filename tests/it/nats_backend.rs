@@ -130,7 +130,7 @@ fn engine_answers(reference: &Model, data: &ffd::data::idx::Dataset) -> Vec<(usi
 async fn learns_through_the_stream_and_classifies_like_the_engine() {
     let Some(bin) = nats_server() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let nats = NatsServer::single(&bin, dir.path());
+    let mut nats = NatsServer::single(&bin, dir.path());
     nats.wait_ready();
     let node = FfdNode::start("solo-node", &env(&nats.url));
     let client = reqwest::Client::new();
@@ -200,7 +200,7 @@ async fn learns_through_the_stream_and_classifies_like_the_engine() {
 async fn retries_with_one_idempotency_key_are_learned_once() {
     let Some(bin) = nats_server() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let nats = NatsServer::single(&bin, dir.path());
+    let mut nats = NatsServer::single(&bin, dir.path());
     nats.wait_ready();
     let node = FfdNode::start("solo-node", &env(&nats.url));
     let client = reqwest::Client::new();
@@ -249,7 +249,7 @@ async fn retries_with_one_idempotency_key_are_learned_once() {
 async fn a_killed_node_resumes_from_its_checkpoint_and_learns_each_sample_once() {
     let Some(bin) = nats_server() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let nats = NatsServer::single(&bin, dir.path());
+    let mut nats = NatsServer::single(&bin, dir.path());
     nats.wait_ready();
     let client = reqwest::Client::new();
     let data = support::mnist_small();
@@ -405,7 +405,7 @@ fn labels(ids: &[(String, usize)]) -> serde_json::Value {
 async fn a_delayed_label_reaches_any_node_and_is_learned_once() {
     let Some(bin) = nats_server() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let nats = NatsServer::single(&bin, dir.path());
+    let mut nats = NatsServer::single(&bin, dir.path());
     nats.wait_ready();
     let with_ttl = |name: &str| {
         let mut env = env(&nats.url);

@@ -27,8 +27,7 @@ pub fn nats_server() -> Option<PathBuf> {
 
 /// One running `nats-server` with JetStream.
 pub struct NatsServer {
-    /// In a mutex so a `&self` wait can notice the process has exited.
-    child: Mutex<Option<Child>>,
+    child: Option<Child>,
     /// `nats://127.0.0.1:PORT`.
     pub url: String,
     monitor: u16,
@@ -59,11 +58,15 @@ impl NatsServer {
     /// another test's cluster that took a route port is refused as a route instead of joining.
     pub fn cluster(bin: &Path, dir: &Path) -> Vec<Self> {
         for attempt in 1..=3 {
-            let servers = Self::cluster_on_free_ports(bin, &dir.join(format!("try{attempt}")));
-            if servers.iter().all(|s| s.ready_or_exited() == Ready::Yes) {
+            let mut servers = Self::cluster_on_free_ports(bin, &dir.join(format!("try{attempt}")));
+            if servers
+                .iter_mut()
+                .all(|s| s.ready_or_exited() == Ready::Yes)
+            {
                 return servers;
             }
-            if let Some(lost) = servers.iter().find(|s| !s.running()) {
+            if let Some(lost) = servers.iter_mut().position(|s| !s.running()) {
+                let lost = &servers[lost];
                 eprintln!(
                     "nats-server {} exited at start (retrying on new ports):\n{}",
                     lost.url,
@@ -114,7 +117,7 @@ impl NatsServer {
         let config_path = dir.join(format!("{name}.conf"));
         std::fs::write(&config_path, config).expect("config written");
         let mut server = Self {
-            child: Mutex::new(None),
+            child: None,
             url: format!("nats://127.0.0.1:{port}"),
             monitor,
             log: dir.join(format!("{name}.log")),
@@ -139,12 +142,12 @@ impl NatsServer {
             .stderr(log)
             .spawn()
             .expect("nats-server starts");
-        *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        self.child = Some(child);
     }
 
     /// Waits until the server's `/healthz` says JetStream is ready (in a cluster: a meta leader
     /// is elected).
-    pub fn wait_ready(&self) {
+    pub fn wait_ready(&mut self) {
         if self.ready_or_exited() != Ready::Yes {
             panic!(
                 "nats-server {} never became ready:\n{}",
@@ -156,7 +159,7 @@ impl NatsServer {
 
     /// Polls `/healthz` for up to a minute (a cluster's election is slow on a loaded machine),
     /// stopping early if the process is gone.
-    fn ready_or_exited(&self) -> Ready {
+    fn ready_or_exited(&mut self) -> Ready {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if http_status(self.monitor, "/healthz") == Some(200) {
@@ -171,21 +174,15 @@ impl NatsServer {
     }
 
     /// Whether the process is still alive.
-    fn running(&self) -> bool {
-        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        child
+    fn running(&mut self) -> bool {
+        self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGKILL.
     pub fn kill(&mut self) {
-        let child = self
-            .child
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(mut child) = child {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
